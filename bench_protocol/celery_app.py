@@ -1,0 +1,96 @@
+"""The one Celery app both sides use: the controller sends tasks by name, workers run them.
+
+Settings are constants here, each with the reason for its value (Celery's own layout).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .broker import BrokerConfig
+
+# JSON only, both ways: a worker never unpickles what a queue hands it.
+TASK_SERIALIZER = "json"
+RESULT_SERIALIZER = "json"
+ACCEPT_CONTENT = ["json"]
+
+# Late acknowledgement: a cell whose worker dies mid-measurement stays in the broker's
+# unacked set and is delivered again once the visibility timeout passes. The trap
+# (celery#5935, #7651): a message still running when the visibility timeout passes is
+# delivered a second time. So every cell's hard time limit stays below the visibility
+# timeout (checked on submit and again by the worker), and a claim key in Redis guards the
+# rest: a second delivery of a cell that is being measured waits instead of measuring.
+ACKS_LATE = True
+REJECT_ON_WORKER_LOST = True
+# One benchmark at a time per worker: nothing else shares the device while it is timed.
+PREFETCH_MULTIPLIER = 1
+CONCURRENCY = 1
+
+# Seconds. Environment is only the source of the setting; every worker and controller of a
+# deployment must agree on it.
+VISIBILITY_TIMEOUT = float(os.environ.get("BENCHCTL_VISIBILITY_TIMEOUT", "3600"))
+# Between the soft time limit (the cell records "time limit exceeded") and the hard kill.
+HARD_LIMIT_GRACE = 15.0
+# Safety margin between a cell's hard limit and the visibility timeout.
+VISIBILITY_MARGIN = 15.0
+# A worker's claim on the cell it measures; refreshed while it runs, so it lapses soon
+# after a worker dies and long before the message is delivered again.
+CLAIM_TTL = 20.0
+CLAIM_REFRESH = 5.0
+# The worker registry's TTL; the heartbeat refreshes it.
+WORKER_TTL = 15.0
+WORKER_HEARTBEAT = 3.0
+# Results of the Celery backend are a backstop only (our own records are in benchctl keys).
+RESULT_EXPIRES = 7 * 24 * 3600
+
+
+def max_time_limit() -> float:
+    """The longest soft time limit a cell may ask for under this visibility timeout."""
+    return VISIBILITY_TIMEOUT - HARD_LIMIT_GRACE - VISIBILITY_MARGIN
+
+
+def make_app(broker: BrokerConfig):
+    from celery import Celery
+
+    app = Celery("benchctl", broker=broker.url, backend=broker.url)
+    ssl_opts = broker.ssl_options()
+    transport = {
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "socket_timeout": 10,
+        "socket_connect_timeout": 10,
+        # Reconnect quickly after a Redis restart instead of stalling.
+        "retry_on_timeout": True,
+        "health_check_interval": 10,
+    }
+    app.conf.update(
+        task_serializer=TASK_SERIALIZER,
+        result_serializer=RESULT_SERIALIZER,
+        event_serializer="json",
+        accept_content=ACCEPT_CONTENT,
+        result_accept_content=ACCEPT_CONTENT,
+        task_acks_late=ACKS_LATE,
+        task_reject_on_worker_lost=REJECT_ON_WORKER_LOST,
+        worker_prefetch_multiplier=PREFETCH_MULTIPLIER,
+        worker_concurrency=CONCURRENCY,
+        broker_transport_options=transport,
+        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT, "retry_policy": {"timeout": 10.0}},
+        result_expires=RESULT_EXPIRES,
+        task_default_queue="cpu",
+        # No queue is made up on the fly by a task: each worker consumes its pool's queue only.
+        task_create_missing_queues=True,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_track_started=True,
+        # The cell spec travels in the message, the record goes to benchctl keys.
+        task_ignore_result=False,
+        redis_socket_timeout=10,
+        redis_socket_connect_timeout=10,
+        redis_retry_on_timeout=True,
+        broker_channel_error_retry=True,
+    )
+    if ssl_opts:
+        app.conf.broker_use_ssl = ssl_opts
+        app.conf.redis_backend_use_ssl = ssl_opts
+    return app

@@ -1,0 +1,47 @@
+"""The Redis key layout of benchctl's own records (the Celery broker keeps its own keys).
+
+Every key starts with ``benchctl:v1:`` so a schema change never reads old keys by mistake.
+
+- ``run:{run_id}``           hash: spec (JSON), created, status, n_cells
+- ``runs``                   sorted set: run ids by creation time
+- ``run:{run_id}:cells``     hash: cell id -> state (queued | running | ok | error)
+- ``cell:{cell_id}``         string: the cell record (JSON); one per coordinates
+- ``cell:{cell_id}:claim``   string with TTL: the worker measuring the cell right now
+- ``fp:{fingerprint_id}``    string: a host fingerprint (JSON)
+- ``worker:{name}``          string with TTL: a live worker (JSON); the heartbeat refreshes it
+- ``workers``                set: worker names ever registered (pruned on read)
+"""
+
+PREFIX = "benchctl:v1:"
+
+
+def run(run_id: str) -> str:
+    return f"{PREFIX}run:{run_id}"
+
+
+RUNS = PREFIX + "runs"
+
+
+def run_cells(run_id: str) -> str:
+    return f"{PREFIX}run:{run_id}:cells"
+
+
+def cell(cell_id: str) -> str:
+    return f"{PREFIX}cell:{cell_id}"
+
+
+def cell_claim(cell_id: str) -> str:
+    return f"{PREFIX}cell:{cell_id}:claim"
+
+
+def fingerprint(fp_id: str) -> str:
+    return f"{PREFIX}fp:{fp_id}"
+
+
+def worker(name: str) -> str:
+    return f"{PREFIX}worker:{name}"
+
+
+WORKERS = PREFIX + "workers"
+
+TASK_RUN_CELL = "benchctl.run_cell"

@@ -1,0 +1,83 @@
+"""The results file: cell records and fingerprints, schema versioned.
+
+``results.json`` = {"schema": "benchctl.results", "schema_version": 1, "run": {...},
+"cells": [cell record, ...], "fingerprints": {id: fingerprint}}. A cell record holds its
+coordinates, status ("ok" or "error"), error, metrics, raw latencies, fingerprint id, worker
+and host. Readers refuse any other schema version instead of guessing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from .errors import RecordsError
+
+SCHEMA = "benchctl.results"
+SCHEMA_VERSION = 1
+CELL_STATES = ("queued", "running", "ok", "error")
+FINISHED = ("ok", "error")
+
+
+def error_record(cell: dict, kind: str, message: str, **extra) -> dict:
+    """The record of a cell that could not be measured: its coordinates and why."""
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "cell_id": cell["cell_id"],
+        "run_id": cell["run_id"],
+        "pool": cell["pool"],
+        "batch_size": cell["batch_size"],
+        "seq_len": cell["seq_len"],
+        "dtype": cell["dtype"],
+        "status": "error",
+        "error": {"type": kind, "message": message},
+        "metrics": {},
+        "latencies_ms": [],
+    }
+    record.update(extra)
+    return record
+
+
+def results_document(run: dict, cells: list[dict], fingerprints: dict) -> dict:
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "run": run,
+        "cells": cells,
+        "fingerprints": fingerprints,
+    }
+
+
+def _finite(obj):
+    """JSON has no NaN: a metric that could not be measured is null, never a made-up number."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj) -> str:
+    return json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False)
+
+
+def load_results(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise RecordsError(f"records file {path} does not exist")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordsError(f"records file {path} is not JSON ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise RecordsError(f"records file {path} is not a benchctl results file (no schema {SCHEMA!r})")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise RecordsError(
+            f"records file {path} has schema version {doc.get('schema_version')!r}; this benchctl reads version {SCHEMA_VERSION}"
+        )
+    if not isinstance(doc.get("cells"), list) or not isinstance(doc.get("fingerprints"), dict):
+        raise RecordsError(f"records file {path} lacks its cells or fingerprints")
+    return doc

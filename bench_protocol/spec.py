@@ -1,0 +1,246 @@
+"""Run and cell specs: one dataclass drives the CLI, the task payload and the saved record.
+
+Validation lives in ``__post_init__`` and raises :class:`SpecError` with a one-line message.
+A worker rebuilds the spec from the task's JSON, so a task can only ask for what a user could.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from .errors import SpecError
+
+DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
+DTYPES = ("fp32", "fp16", "bf16")
+WEIGHTS = ("auto", "pretrained", "random")
+INPUTS = ("synthetic", "text")
+
+# A pool is a queue name; the torch device kinds double as the default pool names.
+_POOL_RE = re.compile(r"^[a-z][a-z0-9._-]{0,39}(:[0-9]{1,2})?$")
+_TORCH_DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:[0-9]{1,2})?)$")
+_RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
+# A Hugging Face repo id: optional namespace, no path tricks.
+HF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+
+MAX_BATCH = 65536
+MAX_SEQ = 1 << 20
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
+        raise SpecError(f"malformed run id {run_id!r}: expected YYYYMMDD-HHMMSS-xxxxxx")
+    return run_id
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """'1,8,32' -> [1, 8, 32]; zero, negative, malformed or repeated values are refused."""
+    values: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not re.fullmatch(r"[0-9]+", part):
+            raise SpecError(f"malformed {what} {part!r} in {text!r}: expected positive integers like 1,8,32")
+        value = int(part)
+        if value <= 0:
+            raise SpecError(f"{what} must be positive, got {value}")
+        if value in values:
+            raise SpecError(f"{what} {value} given twice in {text!r}")
+        values.append(value)
+    return values
+
+
+def parse_name_list(text: str, what: str) -> list[str]:
+    names = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not names:
+        raise SpecError(f"no {what} given")
+    if len(set(names)) != len(names):
+        raise SpecError(f"a {what} is given twice in {text!r}")
+    return names
+
+
+def check_pool(pool: str) -> str:
+    if not isinstance(pool, str) or not _POOL_RE.match(pool):
+        raise SpecError(
+            f"unknown device or pool {pool!r}: use cpu, cuda, cuda:N, mps or a pool name "
+            "(lower-case letters, digits, '.', '_', '-')"
+        )
+    return pool
+
+
+def check_torch_device(device: str) -> str:
+    if not isinstance(device, str) or not _TORCH_DEVICE_RE.match(device):
+        raise SpecError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps")
+    return device
+
+
+def pool_kind(pool: str) -> str:
+    """The device kind a pool name implies: 'cuda:1' -> 'cuda', 'cpu-1t' -> 'cpu'."""
+    head = re.split(r"[:._-]", pool, maxsplit=1)[0]
+    for kind in ("cuda", "gpu", "mps", "cpu"):
+        if head.startswith(kind):
+            return "cuda" if kind == "gpu" else kind
+    return head
+
+
+@dataclass
+class MeasureRules:
+    """How long and how often one cell is timed."""
+
+    warmup: int = field(default=3, metadata={"help": "untimed warm-up calls after the cold call"})
+    min_iterations: int = field(default=10, metadata={"help": "timed iterations at least"})
+    min_time: float = field(default=2.0, metadata={"help": "seconds of timed iterations at least"})
+    max_time: float = field(default=120.0, metadata={"help": "stop timing after this many seconds"})
+    time_limit: float = field(default=900.0, metadata={"help": "a cell that runs longer fails"})
+    memory_limit_mb: int | None = field(default=None, metadata={"help": "address-space cap honoured by a CPU cell"})
+
+    def __post_init__(self) -> None:
+        for name in ("warmup", "min_iterations"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "warmup" else 1):
+                raise SpecError(f"{name.replace('_', '-')} must be a {'non-negative' if name == 'warmup' else 'positive'} integer, got {value!r}")
+        for name in ("min_time", "max_time", "time_limit"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+                raise SpecError(f"{name.replace('_', '-')} must be a non-negative number of seconds, got {value!r}")
+        if self.max_time < self.min_time:
+            raise SpecError(f"max-time {self.max_time} is below min-time {self.min_time}")
+        if self.time_limit <= 0:
+            raise SpecError("time-limit must be positive")
+        if self.memory_limit_mb is not None and (not isinstance(self.memory_limit_mb, int) or self.memory_limit_mb <= 0):
+            raise SpecError(f"memory-limit-mb must be a positive integer, got {self.memory_limit_mb!r}")
+
+
+@dataclass
+class ModelRef:
+    """Which model and which weights. ``model`` is a Hugging Face id or a local directory."""
+
+    model: str = DEFAULT_MODEL
+    weights: str = "auto"
+    input: str = "synthetic"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise SpecError("model must be a Hugging Face id or a local directory")
+        if self.weights not in WEIGHTS:
+            raise SpecError(f"unknown weights {self.weights!r}: use one of {', '.join(WEIGHTS)}")
+        if self.input not in INPUTS:
+            raise SpecError(f"unknown input {self.input!r}: use one of {', '.join(INPUTS)}")
+
+
+@dataclass
+class RunSpec:
+    """One run: the grid of cells to measure and the rules to measure them by."""
+
+    pools: list[str]
+    batch_sizes: list[int]
+    seq_lens: list[int] = field(default_factory=lambda: [128])
+    dtypes: list[str] = field(default_factory=lambda: ["fp32"])
+    model: ModelRef = field(default_factory=ModelRef)
+    rules: MeasureRules = field(default_factory=MeasureRules)
+    run_id: str = field(default_factory=new_run_id)
+    baseline: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.pools:
+            raise SpecError("no devices given")
+        for pool in self.pools:
+            check_pool(pool)
+        if len(set(self.pools)) != len(self.pools):
+            raise SpecError("a device is given twice")
+        for what, values, top in (("batch size", self.batch_sizes, MAX_BATCH), ("sequence length", self.seq_lens, MAX_SEQ)):
+            if not values:
+                raise SpecError(f"no {what} given")
+            for v in values:
+                if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                    raise SpecError(f"{what} must be a positive integer, got {v!r}")
+                if v > top:
+                    raise SpecError(f"{what} {v} is above the limit {top}")
+        for dtype in self.dtypes:
+            if dtype not in DTYPES:
+                raise SpecError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+        if not self.dtypes:
+            raise SpecError("no dtype given")
+        check_run_id(self.run_id)
+        if self.baseline is None:
+            self.baseline = self.pools[0]
+        elif self.baseline not in self.pools:
+            raise SpecError(f"baseline {self.baseline!r} is not one of the devices {','.join(self.pools)}")
+
+    def cells(self) -> list["CellSpec"]:
+        return [
+            CellSpec(run_id=self.run_id, pool=pool, batch_size=b, seq_len=s, dtype=d,
+                     model=self.model, rules=self.rules)
+            for pool in self.pools for d in self.dtypes for s in self.seq_lens for b in self.batch_sizes
+        ]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunSpec":
+        try:
+            data = dict(data)
+            data["model"] = ModelRef(**data.get("model", {}))
+            data["rules"] = MeasureRules(**data.get("rules", {}))
+            return cls(**data)
+        except TypeError as exc:
+            raise SpecError(f"malformed run spec: {exc}") from None
+
+
+@dataclass
+class CellSpec:
+    """One measurement. Its id comes from its coordinates, so a redelivery overwrites its record."""
+
+    run_id: str
+    pool: str
+    batch_size: int
+    seq_len: int
+    dtype: str
+    model: ModelRef = field(default_factory=ModelRef)
+    rules: MeasureRules = field(default_factory=MeasureRules)
+
+    def __post_init__(self) -> None:
+        check_run_id(self.run_id)
+        check_pool(self.pool)
+        if self.dtype not in DTYPES:
+            raise SpecError(f"unknown dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
+        for what, v, top in (("batch size", self.batch_size, MAX_BATCH), ("sequence length", self.seq_len, MAX_SEQ)):
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0 or v > top:
+                raise SpecError(f"{what} must be a positive integer up to {top}, got {v!r}")
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.run_id}:{self.pool}:b{self.batch_size}:s{self.seq_len}:{self.dtype}"
+
+    def coordinates(self) -> dict:
+        return {"pool": self.pool, "batch_size": self.batch_size, "seq_len": self.seq_len, "dtype": self.dtype}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CellSpec":
+        if not isinstance(data, dict):
+            raise SpecError("a cell spec must be a JSON object")
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - allowed
+        if unknown:
+            raise SpecError(f"cell spec has unknown fields: {', '.join(sorted(unknown))}")
+        try:
+            data = dict(data)
+            model = data.get("model", {})
+            rules = data.get("rules", {})
+            if not isinstance(model, dict) or not isinstance(rules, dict):
+                raise SpecError("cell spec model and rules must be JSON objects")
+            data["model"] = ModelRef(**model)
+            data["rules"] = MeasureRules(**rules)
+            return cls(**data)
+        except TypeError as exc:
+            raise SpecError(f"malformed cell spec: {exc}") from None

@@ -1,0 +1,1 @@
+"""Everything that runs next to the model. torch is imported lazily, inside the task path."""

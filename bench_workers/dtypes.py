@@ -1,0 +1,44 @@
+"""Which dtypes a device runs natively; a combination it lacks becomes an error record."""
+
+from __future__ import annotations
+
+TORCH_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+class UnsupportedDtype(Exception):
+    pass
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def torch_dtype(torch, name: str):
+    return getattr(torch, TORCH_NAMES[name])
+
+
+def check_supported(torch, device, name: str) -> None:
+    """Raise UnsupportedDtype for a combination the device cannot run natively.
+
+    CPU fp16 without AVX512-FP16 or AMX-FP16 runs through slow conversion paths: timing it
+    would measure an emulation, so the cell is refused with that reason.
+    """
+    if name == "fp32":
+        return
+    if device.type == "cuda":
+        if name == "bf16" and not torch.cuda.is_bf16_supported():
+            raise UnsupportedDtype(f"bf16 is not supported by {torch.cuda.get_device_name(device)}")
+        return
+    if device.type == "cpu" and name == "fp16":
+        flags = cpu_flags()
+        if not flags & {"avx512_fp16", "amx_fp16"}:
+            raise UnsupportedDtype("fp16 on this CPU has no native support (no AVX512-FP16 or AMX-FP16)")
+    if device.type == "mps" and name == "bf16" and not hasattr(torch.backends.mps, "is_macos_or_newer"):
+        raise UnsupportedDtype("bf16 on MPS needs a newer macOS/torch")

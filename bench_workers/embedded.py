@@ -1,0 +1,33 @@
+"""The embedded default: every cell of a run measured in this process, one after another,
+with no broker. ``benchctl run`` calls this; pools are torch devices here."""
+
+from __future__ import annotations
+
+from bench_protocol.spec import RunSpec
+
+from .fingerprint import host_fingerprint
+from .measure import ModelCache, measure_cell
+
+
+def run_embedded(spec: RunSpec, on_cell=None) -> tuple[list[dict], dict]:
+    """Measure every cell; return (records, fingerprints by id). ``on_cell(record)`` after each."""
+    import torch
+
+    fingerprints: dict = {}
+    records: list[dict] = []
+    cache = ModelCache()
+    fp_by_device: dict[str, dict] = {}
+    for cell in spec.cells():
+        device = cell.pool
+        if device not in fp_by_device:
+            fp = host_fingerprint(device, threads=torch.get_num_threads())
+            fp_by_device[device] = fp
+            fingerprints[fp["fingerprint_id"]] = fp
+        fp = fp_by_device[device]
+        record = measure_cell(cell, device, cache=cache, context={
+            "fingerprint_id": fp["fingerprint_id"], "host": fp["hostname"], "worker": "embedded"})
+        records.append(record)
+        if on_cell is not None:
+            on_cell(record)
+    cache.clear()
+    return records, fingerprints

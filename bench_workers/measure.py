@@ -1,0 +1,248 @@
+"""The measurement of one cell: load (cached), cold call, warm-up, timed loop, record.
+
+Every tracker is a context manager composed with ExitStack; the loop itself only calls the
+model between ``timer.start()`` and ``timer.stop()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import time
+from pathlib import Path
+
+from bench_protocol.errors import SpecError
+from bench_protocol.records import SCHEMA_VERSION, error_record
+from bench_protocol.spec import CellSpec
+
+from . import dtypes, inputs
+from .memory_limit import address_space_cap
+from .models import ModelNotFound, WeightsUnavailable, load_model
+from .optional import nvml
+from .stop_rule import StopRule
+from .timers import sync_for, timer_for
+from .trackers.gpu_memory import CudaMemoryTracker
+from .trackers.gpu_power import NvmlPowerTracker
+from .trackers.latency import LatencyTracker
+from .trackers.rapl import RaplTracker
+from .trackers.rss import PeakRssTracker
+
+log = logging.getLogger("benchctl.measure")
+
+
+class CellTimeout(Exception):
+    pass
+
+
+class DeviceUnavailable(Exception):
+    pass
+
+
+class ModelCache:
+    """Keeps the last model loaded, keyed by (model, weights, device, dtype): cells of the same
+    model on the same device reuse it; a different key frees the old one first."""
+
+    def __init__(self) -> None:
+        self.key = None
+        self.loaded = None
+
+    def get(self, key, load):
+        if self.key == key:
+            return self.loaded, True
+        self.clear()
+        self.loaded = load()
+        self.key = key
+        return self.loaded, False
+
+    def clear(self) -> None:
+        self.key, self.loaded = None, None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
+        except Exception:
+            pass
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "cannot allocate memory" in text
+
+
+def classify(exc: BaseException) -> str:
+    """The error kind a record carries for an exception raised while measuring."""
+    for types, kind in (
+        ((SpecError,), "invalid_spec"),
+        ((ModelNotFound,), "model_not_found"),
+        ((WeightsUnavailable,), "weights_unavailable"),
+        ((dtypes.UnsupportedDtype,), "unsupported_dtype"),
+        ((DeviceUnavailable,), "device_unavailable"),
+        ((inputs.NoTokenizer,), "no_tokenizer"),
+        ((CellTimeout,), "time_limit"),
+    ):
+        if isinstance(exc, types):
+            return kind
+    if _is_oom(exc):
+        return "out_of_memory"
+    return "error"
+
+
+def _device(torch, name: str):
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailable(f"CUDA is not available on this host (device {name})")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DeviceUnavailable(f"no {name}: this host sees {torch.cuda.device_count()} GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailable("MPS is not available on this host")
+    return device
+
+
+def _nvml_handle(torch, device):
+    """The NVML handle of a torch CUDA device, matched by UUID (NVML ignores CUDA_VISIBLE_DEVICES)."""
+    pynvml, reason = nvml()
+    if pynvml is None:
+        return None, None, reason
+    try:
+        uuid = str(torch.cuda.get_device_properties(device).uuid)
+        handle = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+    except Exception:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+    return pynvml, handle, None
+
+
+def _trackers(torch, device, latency: LatencyTracker) -> list:
+    trackers = [latency, PeakRssTracker(), RaplTracker()]
+    if device.type == "cuda":
+        pynvml, handle, reason = _nvml_handle(torch, device)
+        trackers.append(CudaMemoryTracker(torch, device, handle, pynvml))
+        trackers.append(NvmlPowerTracker(pynvml, handle, reason))
+    return trackers
+
+
+def measure_cell(cell: CellSpec, device_name: str, *, cache: ModelCache | None = None,
+                 allowed_dirs: list[Path] | None = None, context: dict | None = None) -> dict:
+    """Measure one cell and return its record; a failure becomes an error record, never a raise
+    (except the Celery soft time limit, which the task turns into a record itself)."""
+    cache = cache or ModelCache()
+    base = {"cell_id": cell.cell_id, "run_id": cell.run_id, "pool": cell.pool, "batch_size": cell.batch_size,
+            "seq_len": cell.seq_len, "dtype": cell.dtype}
+    started = time.time()
+    extra = {"device": device_name, "input": cell.model.input, "rules": _rules_dict(cell), "started_at": started,
+             **(context or {})}
+    try:
+        record = _measure(cell, device_name, cache, allowed_dirs, started)
+    except Exception as exc:  # the cell fails, the worker and the run go on
+        kind = classify(exc)
+        if kind == "out_of_memory":
+            cache.clear()
+        message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        log.warning("cell %s failed (%s): %s", cell.cell_id, kind, message)
+        return error_record(base, kind, message, **extra, finished_at=time.time())
+    record.update(extra)
+    record["finished_at"] = time.time()
+    return record
+
+
+def _rules_dict(cell: CellSpec) -> dict:
+    r = cell.rules
+    return {"warmup": r.warmup, "min_iterations": r.min_iterations, "min_time": r.min_time,
+            "max_time": r.max_time, "time_limit": r.time_limit, "memory_limit_mb": r.memory_limit_mb}
+
+
+def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, started: float) -> dict:
+    import torch
+
+    deadline = started + cell.rules.time_limit
+    device = _device(torch, device_name)
+    dtypes.check_supported(torch, device, cell.dtype)
+    dtype = dtypes.torch_dtype(torch, cell.dtype)
+    cap = cell.rules.memory_limit_mb if device.type == "cpu" else None
+
+    with address_space_cap(cap):
+        key = (cell.model.model, cell.model.weights, str(device), cell.dtype)
+
+        def load():
+            loaded = load_model(cell.model, allowed_dirs)
+            loaded.model = loaded.model.to(device=device, dtype=dtype).eval()
+            return loaded
+
+        loaded, cached = cache.get(key, load)
+        info = loaded.info(cell.model.model)
+        limit = info.get("max_position_embeddings")
+        if limit and cell.seq_len > limit:
+            raise SpecError(f"sequence length {cell.seq_len} is above the maximum {limit} of model {cell.model.model}")
+
+        tokenize_ms = None
+        if cell.model.input == "text":
+            feeds, tokenize_ms = inputs.from_text(torch, loaded.tokenizer_source, cell.batch_size, cell.seq_len, device)
+        else:
+            feeds = inputs.synthetic(torch, cell.batch_size, cell.seq_len, info["vocab_size"] or 2, device)
+        model = loaded.model
+        sync = sync_for(torch, device)
+
+        with torch.inference_mode():
+            # The first (cold) call at this shape, reported apart.
+            sync()
+            t0 = time.perf_counter()
+            model(**feeds)
+            sync()
+            first_call_ms = (time.perf_counter() - t0) * 1e3
+            for _ in range(cell.rules.warmup):
+                model(**feeds)
+                _check_deadline(deadline, cell.rules.time_limit)
+
+            rule = StopRule(cell.rules.min_iterations, cell.rules.min_time, cell.rules.max_time)
+            latency = LatencyTracker(timer_for(torch, device), sync, cell.batch_size, cell.seq_len)
+            trackers = _trackers(torch, device, latency)
+            timer = latency.timer
+            with contextlib.ExitStack() as stack:
+                for tracker in trackers:
+                    stack.enter_context(tracker.track())
+                t_start = time.perf_counter()
+                n = 0
+                while not rule.done(n, time.perf_counter() - t_start):
+                    timer.start()
+                    model(**feeds)
+                    timer.stop()
+                    n += 1
+                    _check_deadline(deadline, cell.rules.time_limit)
+            elapsed = time.perf_counter() - t_start
+
+    results = {t.__class__.__name__: t.result() for t in trackers}
+    lat = results.pop("LatencyTracker")
+    metrics = dict(lat)
+    tracker_status = {}
+    for tracker in trackers[1:]:
+        res = tracker.result()
+        tracker_status[tracker.name] = {k: v for k, v in res.items() if k in ("available", "reason", "method", "energy_method")}
+        metrics.update({k: v for k, v in res.items() if k not in ("available", "reason", "method", "energy_method")})
+    items = lat["timed_items"] or 0
+    for src, dst in (("gpu_energy_j", "gpu_energy_j_per_sample"), ("cpu_energy_j", "cpu_energy_j_per_sample")):
+        metrics[dst] = metrics[src] / items if metrics.get(src) is not None and items else None
+    metrics.setdefault("gpu_memory_mb_max", None)
+    metrics.setdefault("gpu_avg_power_w", None)
+    metrics.update({"first_call_ms": first_call_ms, "load_s": None if cached else loaded.load_s,
+                    "model_cached": cached, "tokenize_ms": tokenize_ms})
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "cell_id": cell.cell_id, "run_id": cell.run_id, "pool": cell.pool,
+        "batch_size": cell.batch_size, "seq_len": cell.seq_len, "dtype": cell.dtype,
+        "status": "ok", "error": None,
+        "model": info,
+        "metrics": metrics,
+        "trackers": tracker_status,
+        "latencies_ms": latency.latencies_ms(),
+        "shortfall": rule.shortfall(n, elapsed),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _check_deadline(deadline: float, limit: float) -> None:
+    if time.time() > deadline:
+        raise CellTimeout(f"time limit exceeded: the cell ran past its limit of {limit:g}s")
