@@ -1,0 +1,2 @@
+"""Everything the operator runs: the CLI, submitting and watching runs, collecting records,
+rendering reports. Imports no torch (a laptop controller)."""

@@ -1,0 +1,1 @@
+"""Distributed commands (submit, status, collect, workers, runs, cancel): added in a later step."""

@@ -1,0 +1,40 @@
+"""``benchctl run``: the embedded path. The only controller module that reaches for torch, and
+only when it is called (through bench_workers.embedded)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bench_protocol.errors import BenchError
+from bench_protocol.records import results_document
+from bench_protocol.spec import RunSpec
+
+from .outdir import check_out_dir
+from .render import render_all
+
+
+def run_here(spec: RunSpec, out: Path) -> dict[str, Path]:
+    check_out_dir(out)
+    try:
+        from bench_workers.embedded import run_embedded
+    except ImportError as exc:
+        raise BenchError(f"benchctl run measures in this process and needs the worker extra ({exc.name} is missing): "
+                         "pip install 'benchctl[worker]'") from None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    created = time.time()
+    cells = spec.cells()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=False) as progress:
+        task = progress.add_task(f"run {spec.run_id}", total=len(cells))
+
+        def on_cell(record: dict) -> None:
+            status = "ok" if record["status"] == "ok" else f"error: {record['error']['message'][:60]}"
+            progress.console.print(f"  {record['pool']} b{record['batch_size']} s{record['seq_len']} {record['dtype']}: {status}")
+            progress.advance(task)
+
+        records, fingerprints = run_embedded(spec, on_cell)
+    run = {"run_id": spec.run_id, "spec": spec.to_dict(), "created": created, "finished": time.time(),
+           "mode": "embedded", "status": "finished"}
+    return render_all(results_document(run, records, fingerprints), out)

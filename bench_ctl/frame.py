@@ -1,0 +1,72 @@
+"""Cell records -> one tidy DataFrame, a row per cell, with its validity flag and reason.
+
+Validity follows MLPerf's VALID/INVALID idea: a cell is INVALID when it ran fewer iterations
+than its rule asked, when its latencies spread too much to trust the mean, or when a tracker
+that its device should have could not measure.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .labels import column_prefix, is_gpu_pool
+
+CV_THRESHOLD = 0.10  # coefficient of variation above which a mean is not trusted
+
+COLUMNS = [
+    "run_id", "cell_id", "pool", "label", "device", "batch_size", "seq_len", "dtype", "status", "error_type", "error",
+    "valid", "invalid_reason", "host", "worker", "fingerprint_id", "weights",
+    "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "latency_ms_std",
+    "latency_ms_min", "latency_ms_max", "latency_cv", "n_iterations",
+    "throughput_mean", "throughput_measured", "tokens_per_s",
+    "cpu_memory_mb_max", "gpu_memory_mb_max", "gpu_avg_power_w", "gpu_energy_j_per_sample", "cpu_energy_j_per_sample",
+    "first_call_ms", "load_s", "tokenize_ms",
+]
+
+
+def _validity(rec: dict) -> tuple[bool | None, str | None]:
+    if rec.get("status") != "ok":
+        return None, None
+    reasons = []
+    if rec.get("shortfall"):
+        reasons.append(f"too few iterations: {rec['shortfall']}")
+    lat = rec.get("metrics", {}).get("latency_ms", {})
+    cv = lat.get("cv")
+    if cv is not None and cv > CV_THRESHOLD:
+        reasons.append(f"latency CV {cv:.1%} above {CV_THRESHOLD:.0%}")
+    trackers = rec.get("trackers", {})
+    needed = ["cpu_memory"] + (["gpu_memory", "gpu_power"] if is_gpu_pool(rec.get("pool", "")) else [])
+    for name in needed:
+        t = trackers.get(name)
+        if t is not None and not t.get("available"):
+            reasons.append(f"{name} tracker failed: {t.get('reason')}")
+    return (not reasons), ("; ".join(reasons) or None)
+
+
+def cells_frame(doc: dict) -> pd.DataFrame:
+    rows = []
+    for rec in doc["cells"]:
+        m = rec.get("metrics") or {}
+        lat = m.get("latency_ms") or {}
+        err = rec.get("error") or {}
+        valid, reason = _validity(rec)
+        rows.append({
+            "run_id": rec.get("run_id"), "cell_id": rec.get("cell_id"), "pool": rec.get("pool"),
+            "label": column_prefix(rec.get("pool", "")), "device": rec.get("device"),
+            "batch_size": rec.get("batch_size"), "seq_len": rec.get("seq_len"), "dtype": rec.get("dtype"),
+            "status": rec.get("status"), "error_type": err.get("type"), "error": err.get("message"),
+            "valid": valid, "invalid_reason": reason,
+            "host": rec.get("host"), "worker": rec.get("worker"), "fingerprint_id": rec.get("fingerprint_id"),
+            "weights": (rec.get("model") or {}).get("weights"),
+            "latency_ms_mean": lat.get("mean"), "latency_ms_p50": lat.get("median"), "latency_ms_p90": lat.get("p90"),
+            "latency_ms_p95": lat.get("p95"), "latency_ms_p99": lat.get("p99"), "latency_ms_std": lat.get("std"),
+            "latency_ms_min": lat.get("min"), "latency_ms_max": lat.get("max"), "latency_cv": lat.get("cv"),
+            "n_iterations": lat.get("n"),
+            **{k: m.get(k) for k in ("throughput_mean", "throughput_measured", "tokens_per_s", "cpu_memory_mb_max",
+                                     "gpu_memory_mb_max", "gpu_avg_power_w", "gpu_energy_j_per_sample",
+                                     "cpu_energy_j_per_sample", "first_call_ms", "load_s", "tokenize_ms")},
+        })
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    numeric = COLUMNS[COLUMNS.index("latency_ms_mean"):]
+    frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce").astype("float64")
+    return frame.sort_values(["pool", "dtype", "seq_len", "batch_size"], kind="stable").reset_index(drop=True)

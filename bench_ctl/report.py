@@ -1,0 +1,233 @@
+"""The cross-device speedup report, in the seed's form, with more after its Conclusion."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .document import Bullets, Document, Heading, Image, Para, Table
+from .labels import column_prefix, display_name, is_gpu_pool, model_display
+from .tables import combinations, comparison_table, detail_table, speedup_name
+
+MIXED_KEYS = ("cpu_model", "logical_cores", "physical_cores", "memory_gb", "torch", "cuda_version", "gpus", "torch_threads", "platform")
+
+
+def _fmt_bs(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def run_pools(doc: dict) -> list[str]:
+    spec = doc.get("run", {}).get("spec", {})
+    pools = list(spec.get("pools") or [])
+    for rec in doc["cells"]:
+        if rec.get("pool") not in pools:
+            pools.append(rec.get("pool"))
+    return pools
+
+
+def run_baseline(doc: dict, pools: list[str]) -> str:
+    base = doc.get("run", {}).get("spec", {}).get("baseline")
+    return base if base in pools else pools[0]
+
+
+def model_info(doc: dict) -> dict:
+    for rec in doc["cells"]:
+        if rec.get("status") == "ok" and rec.get("model"):
+            return rec["model"]
+    spec = doc.get("run", {}).get("spec", {})
+    return {"model": (spec.get("model") or {}).get("model", "unknown")}
+
+
+def pool_fingerprints(doc: dict, pool: str) -> list[dict]:
+    """The fingerprints of the hosts that measured a pool's cells, in order of first use."""
+    seen: list[str] = []
+    for rec in doc["cells"]:
+        fid = rec.get("fingerprint_id")
+        if rec.get("pool") == pool and fid and fid not in seen:
+            seen.append(fid)
+    return [doc["fingerprints"][f] for f in seen if f in doc["fingerprints"]]
+
+
+def mixed_hardware(fps: list[dict]) -> bool:
+    keyed = {tuple(str(fp.get(k)) for k in MIXED_KEYS) for fp in fps}
+    return len(keyed) > 1
+
+
+def _system_lines(fp: dict, gpu: bool) -> list[str]:
+    lines = [f"Host: {fp.get('hostname')}", f"Platform: {fp.get('platform')}", f"Processor: {fp.get('processor')}",
+             f"CPU Model: {fp.get('cpu_model')}", f"CPU Flags: {', '.join(fp.get('cpu_flags') or []) or 'none of note'}",
+             f"CPU Count: {fp.get('logical_cores')}", f"Physical Cores: {fp.get('physical_cores')}",
+             f"Memory: {fp.get('memory_gb')} GB", f"Python: {fp.get('python')}", f"PyTorch: {fp.get('torch')}",
+             f"Transformers: {fp.get('transformers')}", f"Torch Threads: {fp.get('torch_threads')}"]
+    if fp.get("cpu_affinity"):
+        lines.append(f"CPU Affinity: {fp['cpu_affinity']}")
+    if gpu:
+        g = fp.get("gpu")
+        if g:
+            lines += [f"GPU: {g.get('name')}", f"GPU Count: {fp.get('gpu_count')}", f"GPU Memory: {g.get('memory_gb')} GB",
+                      f"Driver: {fp.get('gpu_driver')}", f"CUDA Version: {fp.get('cuda_version') or fp.get('cuda_driver_version')}",
+                      f"cuDNN: {fp.get('cudnn_version')}", f"Compute Capability: {g.get('compute_capability')}",
+                      f"Power Limit: {g.get('power_limit_w')} W"]
+        else:
+            lines.append(f"GPU: not identified ({fp.get('gpu_reason', 'no NVML')})")
+    lines.append(f"Fingerprint: {fp.get('fingerprint_id')}")
+    return lines
+
+
+def _interpretation(table: pd.DataFrame, pools: list[str], baseline: str) -> tuple[list, str]:
+    labels = {p: column_prefix(p) for p in pools}
+    base = labels[baseline]
+    others = [p for p in pools if p != baseline]
+    items: list = []
+    bs = table["batch_size"]
+    best_other, best_avg = None, None
+    for other in others:
+        o = labels[other]
+        for metric, noun in (("latency_ms_mean", "latency"), ("throughput_mean", "throughput")):
+            s = table[speedup_name(metric, o, len(others))]
+            if s.notna().sum() == 0:
+                continue
+            avg, imax = s.mean(), s.idxmax()
+            if metric == "latency_ms_mean":
+                head = (f"**Latency**: {display_name(other)} is on average {avg:.2f}x faster than {display_name(baseline)}."
+                        if avg >= 1 else f"**Latency**: {display_name(other)} is on average {1 / avg:.2f}x slower than {display_name(baseline)}.")
+                sub = f"The maximum speedup of {s[imax]:.2f}x is achieved at batch size {_fmt_bs(bs[imax])}."
+            else:
+                head = f"**Throughput**: {display_name(other)} achieves on average {avg:.2f}x {'higher' if avg >= 1 else 'the'} throughput {'than' if avg >= 1 else 'of'} {display_name(baseline)}."
+                sub = f"The maximum throughput improvement of {s[imax]:.2f}x is achieved at batch size {_fmt_bs(bs[imax])}."
+                if best_avg is None or avg > best_avg:
+                    best_other, best_avg = other, avg
+            items.append((head, [sub]))
+    mem = []
+    for i, b in bs.items():
+        parts = []
+        for p in pools:
+            col = f"{labels[p]}_gpu_memory_mb_max" if is_gpu_pool(p) else f"{labels[p]}_cpu_memory_mb_max"
+            if col in table and not math.isnan(table.at[i, col]):
+                parts.append(f"{display_name(p)} {table.at[i, col]:.2f} MB")
+        if parts:
+            mem.append(f"Batch size {b:.1f}: " + ", ".join(parts))
+    items.append(("**Memory Usage**:", mem or ["not measured"]))
+    power = []
+    for i, b in bs.items():
+        parts = [f"{display_name(p)} {table.at[i, f'{labels[p]}_gpu_avg_power_w']:.2f} W" for p in pools
+                 if is_gpu_pool(p) and not math.isnan(table.at[i, f"{labels[p]}_gpu_avg_power_w"])]
+        if parts:
+            power.append(f"Batch size {b:.1f}: " + ", ".join(parts))
+    if power or any(is_gpu_pool(p) for p in pools):
+        items.append(("**Power Consumption**:", power or ["not measured (no NVML power readings)"]))
+    # Recommendation: the pool and batch size of the highest throughput in this table.
+    best = None
+    for p in pools:
+        col = f"{labels[p]}_throughput_mean"
+        if table[col].notna().any():
+            i = table[col].idxmax()
+            if best is None or table.at[i, col] > best[0]:
+                best = (table.at[i, col], p, bs[i])
+    if best:
+        items.append(f"**Recommendation**: For optimal performance, use batch size {_fmt_bs(best[2])} on {display_name(best[1])}.")
+    if best_other is not None:
+        if best_avg >= 1:
+            conclusion = (f"The {display_name(best_other)} provides significant performance benefits with an average of {best_avg:.2f}x "
+                          f"higher throughput compared to {display_name(baseline)} execution. For production deployments, "
+                          f"{display_name(best_other)} is recommended for maximum performance.")
+        else:
+            conclusion = (f"The {display_name(best_other)} reaches on average only {best_avg:.2f}x the throughput of "
+                          f"{display_name(baseline)}. For production deployments, {display_name(baseline)} is recommended for maximum performance.")
+    elif best:
+        conclusion = f"Only {display_name(pools[0])} was measured; its highest throughput, {best[0]:.2f} items/s, comes at batch size {_fmt_bs(best[2])}."
+    else:
+        conclusion = "No cell was measured successfully; see the failed cells below."
+    return items, conclusion
+
+
+def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None) -> Document:
+    pools = run_pools(doc)
+    baseline = run_baseline(doc, pools)
+    info = model_info(doc)
+    name = model_display(info.get("model_type"), info.get("model", "model"))
+    names = [display_name(p) for p in pools]
+    d = Document()
+    d.add(Heading(1, f"{name} Benchmark: {' vs. '.join(names)} Comparison"),
+          Heading(2, "Summary"),
+          Para(f"This report compares the performance of {name} on {' and '.join([', '.join(names[:-1]), names[-1]] if len(names) > 1 else names)} device{'s' if len(names) > 1 else ''}."),
+          Heading(2, "System Information"))
+    warnings = []
+    for pool in pools:
+        fps = pool_fingerprints(doc, pool)
+        if not fps:
+            d.add(Heading(3, display_name(pool)), Para("No fingerprint: no worker of this pool reported a measurement."))
+            continue
+        for fp in fps:
+            title = display_name(pool) if len(fps) == 1 else f"{display_name(pool)} ({fp.get('hostname')})"
+            d.add(Heading(3, title), Bullets(_system_lines(fp, is_gpu_pool(pool))))
+        if mixed_hardware(fps):
+            warnings.append(f"**Warning**: pool {pool} mixed hardware: its cells were measured on {len(fps)} different hosts "
+                            f"({', '.join(fp.get('hostname', '?') for fp in fps)}); compare its cells with care.")
+    for w in warnings:
+        d.add(Para(w))
+    d.add(Heading(2, "Model Information"),
+          Bullets([f"Model: {info.get('model')}", f"Hidden Size: {info.get('hidden_size')}",
+                   f"Hidden Layers: {info.get('num_hidden_layers')}", f"Attention Heads: {info.get('num_attention_heads')}",
+                   f"Parameters: {info['parameters']:,}" if info.get("parameters") else "Parameters: unknown",
+                   f"Weights: {info.get('weights', 'unknown')} ({info.get('weights_source', 'unknown')})"]),
+          Heading(2, "Performance Comparison"))
+    combos = combinations(frame)
+    conclusions = []
+    for seq_len, dtype in combos:
+        sub = frame[(frame["seq_len"] == seq_len) & (frame["dtype"] == dtype)]
+        table = comparison_table(sub, pools, baseline)
+        if len(combos) > 1:
+            d.add(Heading(3, f"Sequence length {seq_len}, {dtype}"))
+        d.add(Table(table))
+        items, conclusion = _interpretation(table, pools, baseline)
+        d.add(Heading(3 if len(combos) == 1 else 4, "Interpretation"), Bullets(items, loose=True))
+        conclusions.append((seq_len, dtype, conclusion))
+    d.add(Heading(2, "Conclusion"))
+    if len(conclusions) == 1:
+        d.add(Para(conclusions[0][2]))
+    else:
+        d.add(Bullets([f"Sequence length {s}, {t}: {c}" for s, t, c in conclusions]))
+
+    # Beyond the seed.
+    d.add(Heading(2, "Details"), Heading(3, "Latency distribution, tokens/s, energy and validity"))
+    detail = detail_table(frame)
+    d.add(Table(detail, floatfmt=".4g") if len(detail) else Para("No cell was measured successfully."))
+    invalid = frame[frame["valid"] == False]  # noqa: E712 (pandas column of objects)
+    if len(invalid):
+        d.add(Bullets([f"INVALID {r.cell_id}: {r.invalid_reason}" for r in invalid.itertuples()]))
+    failed = frame[frame["status"] != "ok"]
+    d.add(Heading(3, "Failed cells"))
+    if len(failed):
+        d.add(Table(failed[["pool", "batch_size", "seq_len", "dtype", "error_type", "error", "host"]]
+                    .rename(columns={"batch_size": "batch", "seq_len": "seq", "error_type": "kind"}), floatfmt=".4g"))
+    else:
+        d.add(Para("None: every cell was measured."))
+    missing = doc.get("missing") or []
+    if missing:
+        d.add(Heading(3, "Missing cells"), Bullets([f"{m['cell_id']} ({m['state']})" for m in missing]))
+    d.add(Heading(3, "Cells by host"))
+    hosts = frame.groupby(["pool", "host", "worker"], dropna=False).size().reset_index(name="cells")
+    d.add(Table(hosts, floatfmt="g"))
+    d.add(Heading(3, "How it was measured"), Bullets(_method_lines(doc)))
+    if images:
+        d.add(Heading(2, "Plots"), *images)
+    return d
+
+
+def _method_lines(doc: dict) -> list[str]:
+    rules = doc.get("run", {}).get("spec", {}).get("rules", {})
+    methods: dict[str, str] = {}
+    for rec in doc["cells"]:
+        for name, t in (rec.get("trackers") or {}).items():
+            methods.setdefault(name, t.get("method") or t.get("energy_method") or f"unavailable: {t.get('reason')}")
+    lines = [
+        f"Warm-up: {rules.get('warmup')} calls excluded after the cold first call; timing stops when both "
+        f"{rules.get('min_iterations')} iterations and {rules.get('min_time')} s are reached (at most {rules.get('max_time')} s).",
+        "Latency: CUDA events read after one synchronize on GPUs, perf_counter_ns on CPUs; throughput_mean = batch size / mean latency.",
+        f"Validity: INVALID when fewer iterations than asked, latency CV above {int(100 * 0.10)}%, or a tracker the device should have failed.",
+        "gpu_memory_mb_max: torch.cuda.max_memory_reserved over the cell; cpu_memory_mb_max: peak process RSS over the cell.",
+    ]
+    lines += [f"{name}: {m}" for name, m in sorted(methods.items())]
+    return lines
