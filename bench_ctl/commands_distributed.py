@@ -1,1 +1,187 @@
-"""Distributed commands (submit, status, collect, workers, runs, cancel): added in a later step."""
+"""submit, status, collect, workers, runs, cancel: the commands that talk to Redis.
+
+They import Celery only when they send; reading state needs Redis alone.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from bench_protocol.broker import BrokerConfig
+from bench_protocol.errors import BenchError, SpecError
+from bench_protocol.spec import check_run_id
+
+from .options import (BatchSizes, Baseline, Broker, Devices, Dtypes, Input, Iterations, MaxTime, MemLimit, MinTime, Model,
+                  SeqLens, TimeLimit, Warmup, Weights, app, build_spec)
+
+Timeout = Annotated[float, typer.Option("--timeout", help="seconds to wait at most")]
+
+
+class Incomplete(BenchError):
+    exit_code = 5
+
+
+def _store(broker: Optional[str]):
+    from .store import ControllerStore
+
+    return ControllerStore(BrokerConfig.resolve(broker))
+
+
+def _bar(done: int, total: int, width: int = 30) -> str:
+    filled = int(width * done / total) if total else width
+    return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
+
+
+def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: bool, quiet: bool = False) -> None:
+    from .collect import counts, gather, wait
+    from .outdir import check_out_dir
+    from .render import render_all
+
+    store.run_meta(run_id)
+    out = out or Path("results") / run_id
+    check_out_dir(out)
+    total = {"n": 0}
+
+    def show(states):
+        if quiet:
+            return
+        c = counts(states)
+        done = c.get("ok", 0) + c.get("error", 0) + c.get("cancelled", 0)
+        line = _bar(done, len(states)) + "  " + " ".join(f"{k}={v}" for k, v in sorted(c.items()))
+        if line != total.get("last"):
+            typer.echo(line, err=True)
+            total["last"] = line
+
+    wait(store, run_id, timeout, show)
+    doc = gather(store, run_id)
+    if doc["missing"] and not partial:
+        names = ", ".join(f"{m['cell_id']} ({m['state']})" for m in doc["missing"][:10])
+        more = f" and {len(doc['missing']) - 10} more" if len(doc["missing"]) > 10 else ""
+        raise Incomplete(f"run {run_id}: {len(doc['missing'])} cell(s) not finished after {timeout:g}s: {names}{more} "
+                         "(wait longer, or pass --partial to report what is there)")
+    if not doc["cells"]:
+        raise Incomplete(f"run {run_id}: no cell has finished yet")
+    written = render_all(doc, out)
+    for m in doc["missing"]:
+        typer.echo(f"missing: {m['cell_id']} ({m['state']})", err=True)
+    typer.echo(f"report: {written['report.md']}")
+
+
+@app.command()
+def submit(
+    devices: Devices = "cpu,cuda",
+    batch_sizes: BatchSizes = "1,8,32",
+    seq_lens: SeqLens = "128",
+    dtypes: Dtypes = "fp32",
+    model: Model = "distilbert-base-uncased-finetuned-sst-2-english",
+    weights: Weights = "auto",
+    input_: Input = "synthetic",
+    warmup: Warmup = 3,
+    iterations: Iterations = 10,
+    min_time: MinTime = 2.0,
+    max_time: MaxTime = 120.0,
+    time_limit: TimeLimit = 900.0,
+    memory_limit_mb: MemLimit = None,
+    baseline: Baseline = None,
+    broker: Broker = None,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="queue even for pools with no live worker")] = False,
+    wait_: Annotated[bool, typer.Option("--wait", help="show progress, then collect")] = False,
+    timeout: Timeout = 3600.0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="with --wait: output directory")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="print the run id and cells as JSON")] = False,
+):
+    """Queue one task per cell on its pool's workers; print the run id."""
+    from .outdir import check_out_dir
+    from .submit import submit as do_submit
+
+    spec = build_spec(devices, batch_sizes, seq_lens, dtypes, model, weights, input_, warmup, iterations, min_time,
+                      max_time, time_limit, memory_limit_mb, baseline)
+    if out is not None:
+        check_out_dir(out)
+    store = _store(broker)
+    run_id = do_submit(store, spec, allow_missing)
+    if json_:
+        import json
+
+        typer.echo(json.dumps({"run_id": run_id, "cells": [c.cell_id for c in spec.cells()]}))
+    else:
+        typer.echo(run_id)
+    if wait_:
+        _collect(store, run_id, out, timeout, partial=False)
+
+
+@app.command()
+def status(
+    run_id: Annotated[str, typer.Argument(help="run id printed by submit")],
+    broker: Broker = None,
+):
+    """Cells by state, progress, and which worker holds which cell."""
+    from .collect import counts
+
+    check_run_id(run_id)
+    store = _store(broker)
+    meta = store.run_meta(run_id)
+    states = store.cell_states(run_id)
+    c = counts(states)
+    done = c.get("ok", 0) + c.get("error", 0) + c.get("cancelled", 0)
+    typer.echo(f"run {run_id}  created {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(meta['created']))}  "
+               f"pools {','.join(meta['spec']['pools'])}")
+    typer.echo(_bar(done, len(states)) + "  " + " ".join(f"{k}={v}" for k, v in sorted(c.items())))
+    running = sorted(cid for cid, s in states.items() if s == "running")
+    for cid, worker in sorted(store.holders(running).items()):
+        typer.echo(f"running  {cid}  on {worker}")
+
+
+@app.command()
+def collect(
+    run_id: Annotated[str, typer.Argument(help="run id printed by submit")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output directory (default results/RUN_ID)")] = None,
+    timeout: Timeout = 300.0,
+    partial: Annotated[bool, typer.Option("--partial", help="report the finished cells even if some are missing")] = False,
+    broker: Broker = None,
+):
+    """Wait for the run's cells (or the timeout), then write the report."""
+    check_run_id(run_id)
+    if timeout < 0:
+        raise SpecError("--timeout must not be negative")
+    _collect(_store(broker), run_id, out, timeout, partial)
+
+
+@app.command()
+def workers(broker: Broker = None):
+    """Live workers: name, pool, device, host, busy or idle."""
+    rows = _store(broker).live_workers()
+    if not rows:
+        typer.echo("no live workers")
+        return
+    for w in rows:
+        state = f"busy ({w['current']})" if w.get("current") else "idle"
+        typer.echo(f"{w['name']}  pool={w['pool']}  device={w['device']}  host={w['hostname']}  {state}\n    {w['summary']}")
+
+
+@app.command()
+def runs(limit: Annotated[int, typer.Option("--limit", help="how many")] = 20, broker: Broker = None):
+    """Recent runs, newest first."""
+    from .collect import counts
+
+    store = _store(broker)
+    for run_id, created in store.recent_runs(limit):
+        c = counts(store.cell_states(run_id))
+        typer.echo(f"{run_id}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(created))}  "
+                   + " ".join(f"{k}={v}" for k, v in sorted(c.items())))
+
+
+@app.command()
+def cancel(run_id: Annotated[str, typer.Argument(help="run id")], broker: Broker = None):
+    """Cancel the cells no worker has started; running cells finish."""
+    check_run_id(run_id)
+    store = _store(broker)
+    store.run_meta(run_id)
+    states = store.cell_states(run_id)
+    n = store.cancel_queued(run_id, sorted(states))
+    store.set_run_status(run_id, "cancelled")
+    typer.echo(f"cancelled {n} queued cell(s) of run {run_id}")

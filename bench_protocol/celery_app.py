@@ -28,7 +28,12 @@ CONCURRENCY = 1
 
 # Seconds. Environment is only the source of the setting; every worker and controller of a
 # deployment must agree on it.
-VISIBILITY_TIMEOUT = float(os.environ.get("BENCHCTL_VISIBILITY_TIMEOUT", "3600"))
+# 20 minutes: the default cell time limit (15 min) plus grace and margin fits below it, and a
+# cell whose worker was killed is measured again within about this long.
+VISIBILITY_TIMEOUT = float(os.environ.get("BENCHCTL_VISIBILITY_TIMEOUT", "1200"))
+# How often a consumer sweeps for messages past the visibility timeout (kombu's default
+# effective sweep is 10 s x 10 calls; we want the bound to be the timeout plus a few seconds).
+RESTORE_INTERVAL = 5
 # Between the soft time limit (the cell records "time limit exceeded") and the hard kill.
 HARD_LIMIT_GRACE = 15.0
 # Safety margin between a cell's hard limit and the visibility timeout.
@@ -56,6 +61,8 @@ def make_app(broker: BrokerConfig):
     ssl_opts = broker.ssl_options()
     transport = {
         "visibility_timeout": VISIBILITY_TIMEOUT,
+        "unacked_restore_interval": RESTORE_INTERVAL,
+        "unacked_restore_throttle": 1,
         "socket_timeout": 10,
         "socket_connect_timeout": 10,
         # Reconnect quickly after a Redis restart instead of stalling.

@@ -9,6 +9,7 @@ Every key starts with ``benchctl:v1:`` so a schema change never reads old keys b
 - ``cell:{cell_id}:claim``   string with TTL: the worker measuring the cell right now
 - ``fp:{fingerprint_id}``    string: a host fingerprint (JSON)
 - ``worker:{name}``          string with TTL: a live worker (JSON); the heartbeat refreshes it
+- ``worker:{name}:current``  string with TTL: the cell id that worker is measuring
 - ``workers``                set: worker names ever registered (pruned on read)
 """
 
@@ -40,6 +41,10 @@ def fingerprint(fp_id: str) -> str:
 
 def worker(name: str) -> str:
     return f"{PREFIX}worker:{name}"
+
+
+def worker_current(name: str) -> str:
+    return f"{PREFIX}worker:{name}:current"
 
 
 WORKERS = PREFIX + "workers"

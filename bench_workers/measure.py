@@ -76,6 +76,8 @@ def _is_oom(exc: BaseException) -> bool:
 
 def classify(exc: BaseException) -> str:
     """The error kind a record carries for an exception raised while measuring."""
+    if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery's soft limit, raised inside the cell
+        return "time_limit"
     for types, kind in (
         ((SpecError,), "invalid_spec"),
         ((ModelNotFound,), "model_not_found"),
@@ -142,6 +144,8 @@ def measure_cell(cell: CellSpec, device_name: str, *, cache: ModelCache | None =
         if kind == "out_of_memory":
             cache.clear()
         message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        if kind == "time_limit" and not str(exc):
+            message = f"time limit of {cell.rules.time_limit:g}s exceeded"
         log.warning("cell %s failed (%s): %s", cell.cell_id, kind, message)
         return error_record(base, kind, message, **extra, finished_at=time.time())
     record.update(extra)

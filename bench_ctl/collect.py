@@ -1,0 +1,83 @@
+"""Watching and collecting a run: wait (with a timeout) for every cell, then merge the records
+and each worker's fingerprint into one results document."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from bench_protocol.records import FINISHED, error_record, results_document
+
+from .store import ControllerStore
+
+POLL_S = 0.5
+# A cell killed by its hard time limit leaves no record of its own, only Celery's FAILURE.
+_BACKEND_KEY = "celery-task-meta-{}"
+
+
+def reconcile_failures(store: ControllerStore, run_id: str, states: dict[str, str], spec: dict) -> int:
+    """Turn Celery FAILURE results of unfinished cells into error records."""
+    open_cells = [c for c, s in states.items() if s in ("queued", "running")]
+    if not open_cells:
+        return 0
+    raws = store._guard(lambda: store.r.mget([_BACKEND_KEY.format(c) for c in open_cells]))
+    made = 0
+    for cell_id, raw in zip(open_cells, raws):
+        if not raw:
+            continue
+        meta = json.loads(raw)
+        if meta.get("status") != "FAILURE":
+            continue
+        exc = (meta.get("result") or {}).get("exc_type", "error")
+        if exc == "WorkerLostError":
+            continue  # the message is delivered again: not a final answer
+        kind = "time_limit" if "TimeLimit" in exc else "error"
+        message = f"{exc}: {(meta.get('result') or {}).get('exc_message')}"
+        if kind == "time_limit":
+            message = f"hard time limit exceeded ({exc}); the cell was killed"
+        pool, b, s, dtype = cell_id.split(":")[1:]
+        store.put_record(error_record({"cell_id": cell_id, "run_id": run_id, "pool": pool, "batch_size": int(b[1:]),
+                                       "seq_len": int(s[1:]), "dtype": dtype}, kind, message, worker=None, host=None))
+        states[cell_id] = "error"
+        made += 1
+    return made
+
+
+def counts(states: dict[str, str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for s in states.values():
+        out[s] = out.get(s, 0) + 1
+    return out
+
+
+def wait(store: ControllerStore, run_id: str, timeout: float, on_poll=None) -> dict[str, str]:
+    """Poll until every cell is finished or cancelled, or the timeout passes."""
+    meta = store.run_meta(run_id)
+    deadline = time.monotonic() + timeout
+    last_reconcile = 0.0
+    while True:
+        states = store.cell_states(run_id)
+        if time.monotonic() - last_reconcile > 2.0:
+            reconcile_failures(store, run_id, states, meta["spec"])
+            last_reconcile = time.monotonic()
+        if on_poll is not None:
+            on_poll(states)
+        if all(s in FINISHED or s == "cancelled" for s in states.values()):
+            return states
+        if time.monotonic() >= deadline:
+            return states
+        time.sleep(POLL_S)
+
+
+def gather(store: ControllerStore, run_id: str) -> dict:
+    meta = store.run_meta(run_id)
+    states = store.cell_states(run_id)
+    recs = store.records(sorted(states))
+    cells = [recs[c] for c in sorted(states) if c in recs and recs[c].get("status") in FINISHED]
+    missing = [{"cell_id": c, "state": states[c]} for c in sorted(states) if c not in recs or recs[c].get("status") not in FINISHED]
+    fps = store.fingerprints({r.get("fingerprint_id") for r in cells})
+    run = {"run_id": run_id, "spec": meta["spec"], "created": meta["created"], "mode": "distributed",
+           "status": "complete" if not missing else "partial", "collected": time.time()}
+    doc = results_document(run, cells, fps)
+    doc["missing"] = missing
+    return doc

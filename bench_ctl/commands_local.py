@@ -1,0 +1,85 @@
+"""run, report, compare: the commands that need no broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from bench_protocol.errors import SpecError
+from bench_protocol.spec import check_torch_device
+
+from .options import (BatchSizes, Baseline, Devices, Dtypes, Input, Iterations, MaxTime, MemLimit, MinTime, Model,
+                      SeqLens, TimeLimit, Warmup, Weights, app, build_spec, echo_err)
+
+
+@app.command()
+def run(
+    devices: Devices = "cpu",
+    batch_sizes: BatchSizes = "1,8",
+    seq_lens: SeqLens = "128",
+    dtypes: Dtypes = "fp32",
+    model: Model = "distilbert-base-uncased-finetuned-sst-2-english",
+    weights: Weights = "auto",
+    input_: Input = "synthetic",
+    warmup: Warmup = 3,
+    iterations: Iterations = 10,
+    min_time: MinTime = 2.0,
+    max_time: MaxTime = 120.0,
+    time_limit: TimeLimit = 900.0,
+    memory_limit_mb: MemLimit = None,
+    baseline: Baseline = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output directory (default results/RUN_ID)")] = None,
+):
+    """Measure every cell here, in this process, with no broker; write results and the report."""
+    from bench_ctl.embedded_run import run_here
+
+    spec = build_spec(devices, batch_sizes, seq_lens, dtypes, model, weights, input_, warmup, iterations, min_time,
+                      max_time, time_limit, memory_limit_mb, baseline)
+    for device in spec.pools:
+        check_torch_device(device)
+    written = run_here(spec, out or Path("results") / spec.run_id)
+    typer.echo(f"report: {written['report.md']}")
+    typer.echo(f"html:   {written['report.html']}")
+    typer.echo(f"data:   {written['results.json']}")
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="a results.json written by run or collect")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")] = Path("report"),
+):
+    """Re-render every report file from saved records."""
+    from bench_ctl.outdir import check_out_dir
+    from bench_ctl.render import render_all
+    from bench_protocol.records import load_results
+
+    doc = load_results(results)
+    check_out_dir(out)
+    written = render_all(doc, out)
+    typer.echo(f"report: {written['report.md']}")
+
+
+@app.command()
+def compare(
+    old: Annotated[Path, typer.Argument(help="baseline results.json")],
+    new: Annotated[Path, typer.Argument(help="candidate results.json")],
+    fail_on_regression: Annotated[Optional[float], typer.Option("--fail-on-regression", help="exit 1 if a cell is slower by more than PCT percent, beyond noise")] = None,
+):
+    """Per-cell change in latency and throughput between two runs."""
+    from bench_ctl.compare import compare as do_compare
+    from bench_ctl.compare import regressions
+    from bench_protocol.records import load_results
+
+    if fail_on_regression is not None and fail_on_regression < 0:
+        raise SpecError("--fail-on-regression must be a non-negative percentage")
+    table = do_compare(load_results(old), load_results(new))
+    if table.empty:
+        raise SpecError("the two runs share no measured cell")
+    typer.echo(table.to_markdown(index=False, floatfmt=".2f"))
+    if fail_on_regression is not None:
+        bad = regressions(table, fail_on_regression)
+        if len(bad):
+            echo_err(f"{len(bad)} cell(s) regressed by more than {fail_on_regression:g}% beyond noise")
+            raise typer.Exit(1)

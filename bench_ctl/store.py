@@ -1,0 +1,117 @@
+"""The controller's view of benchctl's records in Redis (layout in bench_protocol.keys)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+
+from bench_protocol import keys
+from bench_protocol.broker import BrokerConfig, ping, redact
+from bench_protocol.errors import BrokerError, RunNotFound
+from bench_protocol.spec import check_run_id
+
+# Cancel a cell only if no worker has started it: compare-and-set in one step.
+_CANCEL_IF_QUEUED = """
+local n = 0
+for i, cell in ipairs(ARGV) do
+  if redis.call('HGET', KEYS[1], cell) == 'queued' then
+    redis.call('HSET', KEYS[1], cell, 'cancelled'); n = n + 1
+  end
+end
+return n
+"""
+
+
+class ControllerStore:
+    def __init__(self, broker: BrokerConfig) -> None:
+        self.broker = broker
+        self.r = ping(broker)
+
+    def _guard(self, fn):
+        try:
+            return fn()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BrokerError(f"lost Redis at {self.broker.safe_url}: {redact(exc)}") from None
+
+    # -- runs ------------------------------------------------------------------------------
+    def create_run(self, run_id: str, spec: dict, cell_ids: list[str]) -> None:
+        def write():
+            pipe = self.r.pipeline()
+            created = time.time()
+            pipe.hset(keys.run(run_id), mapping={"spec": json.dumps(spec), "created": created, "status": "submitted",
+                                                  "n_cells": len(cell_ids)})
+            pipe.hset(keys.run_cells(run_id), mapping={c: "queued" for c in cell_ids})
+            pipe.zadd(keys.RUNS, {run_id: created})
+            pipe.execute()
+        self._guard(write)
+
+    def run_meta(self, run_id: str) -> dict:
+        check_run_id(run_id)
+        meta = self._guard(lambda: self.r.hgetall(keys.run(run_id)))
+        if not meta:
+            raise RunNotFound(f"no run {run_id} in Redis at {self.broker.safe_url}")
+        meta["spec"] = json.loads(meta["spec"])
+        meta["created"] = float(meta["created"])
+        return meta
+
+    def set_run_status(self, run_id: str, status: str) -> None:
+        self._guard(lambda: self.r.hset(keys.run(run_id), "status", status))
+
+    def cell_states(self, run_id: str) -> dict[str, str]:
+        return self._guard(lambda: self.r.hgetall(keys.run_cells(run_id)))
+
+    def records(self, cell_ids: list[str]) -> dict[str, dict]:
+        if not cell_ids:
+            return {}
+        raws = self._guard(lambda: self.r.mget([keys.cell(c) for c in cell_ids]))
+        return {c: json.loads(raw) for c, raw in zip(cell_ids, raws) if raw}
+
+    def put_record(self, record: dict) -> None:
+        def write():
+            pipe = self.r.pipeline()
+            pipe.set(keys.cell(record["cell_id"]), json.dumps(record))
+            pipe.hset(keys.run_cells(record["run_id"]), record["cell_id"], record["status"])
+            pipe.execute()
+        self._guard(write)
+
+    def holders(self, cell_ids: list[str]) -> dict[str, str]:
+        if not cell_ids:
+            return {}
+        raws = self._guard(lambda: self.r.mget([keys.cell_claim(c) for c in cell_ids]))
+        return {c: w for c, w in zip(cell_ids, raws) if w}
+
+    def fingerprints(self, ids: set[str]) -> dict[str, dict]:
+        ids = sorted(i for i in ids if i)
+        if not ids:
+            return {}
+        raws = self._guard(lambda: self.r.mget([keys.fingerprint(i) for i in ids]))
+        return {i: json.loads(raw) for i, raw in zip(ids, raws) if raw}
+
+    def recent_runs(self, limit: int = 20) -> list[tuple[str, float]]:
+        return self._guard(lambda: self.r.zrevrange(keys.RUNS, 0, limit - 1, withscores=True))
+
+    def cancel_queued(self, run_id: str, cell_ids: list[str]) -> int:
+        return self._guard(lambda: self.r.eval(_CANCEL_IF_QUEUED, 1, keys.run_cells(run_id), *cell_ids))
+
+    # -- workers ---------------------------------------------------------------------------
+    def live_workers(self) -> list[dict]:
+        """Workers whose heartbeat key is alive; names whose key lapsed are pruned."""
+        def read():
+            names = sorted(self.r.smembers(keys.WORKERS))
+            if not names:
+                return []
+            raws = self.r.mget([keys.worker(n) for n in names])
+            currents = self.r.mget([keys.worker_current(n) for n in names])
+            dead = [n for n, raw in zip(names, raws) if not raw]
+            if dead:
+                self.r.srem(keys.WORKERS, *dead)
+            out = []
+            for raw, current in zip(raws, currents):
+                if raw:
+                    info = json.loads(raw)
+                    info["current"] = current
+                    out.append(info)
+            return out
+        return self._guard(read)

@@ -1,0 +1,58 @@
+"""The seed report is the contract: its table and sentences come out of records with its figures."""
+
+import re
+from pathlib import Path
+
+from bench_ctl.document import to_markdown
+from bench_ctl.frame import cells_frame
+from bench_ctl.report import build
+from bench_ctl.tables import comparison_table
+from seed_records import seed_document
+
+SEED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed_report.md"
+SEED_TABLE = """\
+|   batch_size |   cpu_latency_ms_mean |   gpu_latency_ms_mean |   speedup_latency_ms_mean |   cpu_throughput_mean |   gpu_throughput_mean |   speedup_throughput_mean |   cpu_cpu_memory_mb_max |   gpu_cpu_memory_mb_max |   gpu_gpu_memory_mb_max |   gpu_gpu_avg_power_w |
+|-------------:|----------------------:|----------------------:|--------------------------:|----------------------:|----------------------:|--------------------------:|------------------------:|------------------------:|------------------------:|----------------------:|
+|         8.00 |                449.57 |                 16.10 |                     27.93 |                 17.83 |                497.94 |                     27.93 |                 1671.68 |                 1599.68 |                  746.88 |                216.24 |"""
+
+
+def _seed_md() -> str:
+    doc = seed_document()
+    return to_markdown(build(doc, cells_frame(doc)))
+
+
+def test_table_equals_seed_table():
+    doc = seed_document()
+    table = comparison_table(cells_frame(doc), ["cpu", "cuda"], "cpu")
+    assert table.to_markdown(index=False, floatfmt=".2f") == SEED_TABLE
+    assert table.to_markdown(index=False, floatfmt=".2f") in _seed_md()
+
+
+def test_seed_file_table_matches_when_present():
+    if SEED.is_file():  # the reference copy beside the repository
+        assert SEED_TABLE in SEED.read_text()
+
+
+def test_interpretation_sentences_carry_seed_numbers():
+    md = _seed_md()
+    for sentence in [
+        "- **Latency**: GPU is on average 27.93x faster than CPU.\n  - The maximum speedup of 27.93x is achieved at batch size 8.",
+        "- **Throughput**: GPU achieves on average 27.93x higher throughput than CPU.\n  - The maximum throughput improvement of 27.93x is achieved at batch size 8.",
+        "- **Memory Usage**:\n  - Batch size 8.0: CPU 1671.68 MB, GPU 746.88 MB",
+        "- **Power Consumption**:\n  - Batch size 8.0: GPU 216.24 W",
+        "- **Recommendation**: For optimal performance, use batch size 8 on GPU.",
+        "The GPU provides significant performance benefits with an average of 27.93x higher throughput compared to CPU execution. "
+        "For production deployments, GPU is recommended for maximum performance.",
+    ]:
+        assert sentence in md
+
+
+def test_sections_in_seed_order_and_gpu_host_listed():
+    md = _seed_md()
+    heads = re.findall(r"^#+ .*$", md, re.M)
+    seed_heads = ["# DistilBERT Benchmark: CPU vs. GPU Comparison", "## Summary", "## System Information", "### CPU", "### GPU",
+                  "## Model Information", "## Performance Comparison", "### Interpretation", "## Conclusion"]
+    assert heads[: len(seed_heads)] == seed_heads
+    assert "No GPU information available" not in md
+    assert "- GPU: Tesla T4" in md and "- Driver: 550.54.15" in md and "- CUDA Version: 12.4" in md
+    assert "- Parameters: 66,955,010" in md
