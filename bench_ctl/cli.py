@@ -18,7 +18,8 @@ from .options import app, echo_err
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns Exit codes instead of raising here
+        sys.exit(code if isinstance(code, int) else 0)
     except BenchError as exc:
         from bench_protocol.broker import redact
 
@@ -32,13 +33,22 @@ def main() -> None:
     except typer.Abort:
         echo_err("aborted")
         sys.exit(1)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # usage errors arrive here in non-standalone mode
+        if isinstance(exc, _usage_errors()):
             echo_err(exc.format_message())
             sys.exit(exc.exit_code)
         raise
+
+
+def _usage_errors() -> tuple[type, ...]:
+    """Click's usage errors; newer Typer releases carry their own copy of Click."""
+    found = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(__import__(name, fromlist=["ClickException"]).ClickException)
+        except ImportError:
+            pass
+    return tuple(found)
 
 
 if __name__ == "__main__":

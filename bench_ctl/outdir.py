@@ -10,17 +10,33 @@ from bench_protocol.errors import OutputError
 
 
 def check_out_dir(path: str | Path) -> Path:
-    """Refuse a path that is a file or cannot be written, before anything is measured."""
+    """Refuse a path that is a file or cannot be written, before anything is measured.
+
+    The check is a real write (permission bits say little to root or on a read-only mount);
+    whatever it creates it removes again.
+    """
     out = Path(path).expanduser()
     if out.exists() and not out.is_dir():
         raise OutputError(f"output directory {out} is a file")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise OutputError(f"output directory {out} lies under a file ({probe})")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"output directory {out} is not writable")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"output directory {out} lies under a file ({existing})")
+    created = [p for p in [out, *out.parents] if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".benchctl-probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"output directory {out} is not writable: {exc.strerror}") from None
+    finally:
+        for p in created:  # deepest first
+            try:
+                p.rmdir()
+            except OSError:
+                pass
     return out
 
 

@@ -1,0 +1,75 @@
+"""Bad input: one clear line, a non-zero exit, no traceback, nothing written."""
+
+import json
+
+import pytest
+
+from conftest import RedisServer, benchctl
+
+RUN_ID = "20260101-000000-abcdef"
+
+
+def _files(tmp_path):
+    (tmp_path / "not-json.json").write_text("{ this is not json")
+    (tmp_path / "v99.json").write_text(json.dumps({"schema": "benchctl.results", "schema_version": 99, "cells": [], "fingerprints": {}}))
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "empty-model").mkdir()
+
+
+CASES = [
+    # (id, args, what the one line must say)
+    ("unknown device", ["run", "--devices", "tpu"], "unknown device 'tpu'"),
+    ("malformed device", ["run", "--devices", "CPU!"], "unknown device or pool"),
+    ("malformed batch", ["run", "--batch-sizes", "1,x"], "malformed batch size 'x'"),
+    ("zero batch", ["run", "--batch-sizes", "0"], "batch size must be positive"),
+    ("negative batch", ["run", "--batch-sizes", "-4"], "malformed batch size '-4'"),
+    ("repeated batch", ["run", "--batch-sizes", "8,8"], "given twice"),
+    ("malformed seq", ["run", "--seq-lens", "12a"], "malformed sequence length"),
+    ("zero seq", ["run", "--seq-lens", "0"], "sequence length must be positive"),
+    ("seq above model max", ["run", "--seq-lens", "1024"], "above the maximum 512"),
+    ("unknown dtype", ["run", "--dtypes", "fp64"], "unknown dtype 'fp64'"),
+    ("unknown weights", ["run", "--weights", "maybe"], "unknown weights"),
+    ("zero iterations", ["run", "--iterations", "0"], "min-iterations must be a positive integer"),
+    ("non-numeric iterations", ["run", "--iterations", "many"], "Invalid value for '--iterations'"),
+    ("model dir without config", ["run", "--model", "{tmp}/empty-model"], "has no config.json"),
+    ("missing model dir", ["run", "--model", "./no/such/dir"], "does not exist"),
+    ("out is a file", ["run", "--out", "{tmp}/a-file"], "is a file"),
+    ("out not writable", ["run", "--out", "/proc/benchctl-out"], "is not writable"),
+    ("records not json", ["report", "{tmp}/not-json.json", "--out", "{tmp}/o"], "is not JSON"),
+    ("records other schema", ["report", "{tmp}/v99.json", "--out", "{tmp}/o"], "schema version 99"),
+    ("records missing", ["report", "{tmp}/nope.json", "--out", "{tmp}/o"], "does not exist"),
+    ("malformed run id (status)", ["status", "not-a-run"], "malformed run id"),
+    ("malformed run id (collect)", ["collect", "../../etc", "--broker", "{url}"], "malformed run id"),
+    ("unknown run id", ["collect", RUN_ID, "--broker", "{url}", "--timeout", "1"], f"no run {RUN_ID}"),
+    ("unknown run id (status)", ["status", RUN_ID, "--broker", "{url}"], f"no run {RUN_ID}"),
+    ("unreachable broker", ["submit", "--devices", "cpu", "--broker", "redis://:s3cret-pw@127.0.0.1:1/0"],
+     "cannot reach Redis at redis://:***@127.0.0.1:1/0"),
+    ("wrong password", ["workers", "--broker", "{bad_auth_url}"], "refused the credentials"),
+    ("not a redis url", ["workers", "--broker", "http://example.invalid"], "is not a redis:// or rediss:// URL"),
+    ("compare bad percent", ["compare", "{tmp}/v99.json", "{tmp}/v99.json"], "schema version 99"),
+]
+
+
+@pytest.fixture(scope="module")
+def auth_redis(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis-auth"), password="right-password").start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_one_line_nonzero_nothing_written(case, tmp_path, auth_redis):
+    _, args, expected = case
+    _files(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    bad_auth = auth_redis.url.replace("right-password", "wrong-password")
+    args = [a.format(tmp=tmp_path, url=auth_redis.url, bad_auth_url=bad_auth) for a in args]
+    res = benchctl(*args, cwd=tmp_path, timeout=120)
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert expected in lines[0], lines[0]
+    assert "Traceback" not in res.stderr + res.stdout
+    for secret in ("s3cret-pw", "wrong-password", "right-password"):
+        assert secret not in res.stderr + res.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, no results/ folder
