@@ -58,13 +58,15 @@ def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: b
 
     wait(store, run_id, timeout, show)
     doc = gather(store, run_id)
-    if doc["missing"] and not partial:
-        names = ", ".join(f"{m['cell_id']} ({m['state']})" for m in doc["missing"][:10])
-        more = f" and {len(doc['missing']) - 10} more" if len(doc["missing"]) > 10 else ""
-        raise Incomplete(f"run {run_id}: {len(doc['missing'])} cell(s) not finished after {timeout:g}s: {names}{more} "
+    pending = [m for m in doc["missing"] if m["state"] != "cancelled"]
+    if pending and not partial:
+        names = ", ".join(f"{m['cell_id']} ({m['state']})" for m in pending[:10])
+        more = f" and {len(pending) - 10} more" if len(pending) > 10 else ""
+        raise Incomplete(f"run {run_id}: {len(pending)} cell(s) not finished after {timeout:g}s: {names}{more} "
                          "(wait longer, or pass --partial to report what is there)")
     if not doc["cells"]:
-        raise Incomplete(f"run {run_id}: no cell has finished yet")
+        cancelled = len(doc["missing"]) - len(pending)
+        raise Incomplete(f"run {run_id}: no cell has finished" + (f" ({cancelled} cancelled)" if cancelled else ""))
     written = render_all(doc, out)
     for m in doc["missing"]:
         typer.echo(f"missing: {m['cell_id']} ({m['state']})", err=True)

@@ -1,0 +1,107 @@
+"""Distributed runs on real parts: our own redis-server, bench-worker subprocesses, the CLI."""
+
+import json
+import subprocess
+import threading
+
+import pandas as pd
+
+from bench_protocol import keys
+from conftest import benchctl, load_json, wait_for
+
+FAST = ["--warmup", "1", "--iterations", "3", "--min-time", "0"]
+
+
+def _submit(url, model, *extra, out=None, pools="cpu,cpu-1t", batches="1,4"):
+    args = ["submit", "--devices", pools, "--batch-sizes", batches, "--seq-lens", "16", "--model", str(model),
+            *FAST, "--broker", url, *extra]
+    if out is not None:
+        args += ["--wait", "--timeout", "180", "--out", str(out)]
+    return benchctl(*args, timeout=240)
+
+
+def test_two_pools_end_to_end(redis_server, workers, tiny_model, tmp_path):
+    r = redis_server.client()
+    workers(redis_server.url, device="cpu", queue="cpu", name="cpu-a@test", client=r)
+    workers(redis_server.url, device="cpu", queue="cpu-1t", name="cpu1t-a@test", extra=["--threads", "1"], client=r)
+
+    listed = benchctl("workers", "--broker", redis_server.url)
+    assert "cpu-a@test" in listed.stdout and "pool=cpu-1t" in listed.stdout and "idle" in listed.stdout
+
+    res = _submit(redis_server.url, tiny_model, out=tmp_path / "wait")
+    assert res.returncode == 0, res.stderr
+    run_id = res.stdout.splitlines()[0].strip()
+
+    col = benchctl("collect", run_id, "--broker", redis_server.url, "--out", str(tmp_path / "out"), "--timeout", "60")
+    assert col.returncode == 0, col.stderr
+    doc = load_json(tmp_path / "out" / "results.json")
+    assert len(doc["cells"]) == 4
+    by_worker = {"cpu": "cpu-a@test", "cpu-1t": "cpu1t-a@test"}
+    for rec in doc["cells"]:
+        assert rec["status"] == "ok", rec
+        assert rec["worker"] == by_worker[rec["pool"]]  # measured by a worker of its own pool
+    threads = {fp["torch_threads"] for fp in doc["fingerprints"].values()}
+    assert len(doc["fingerprints"]) == 2 and 1 in threads
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "### CPU" in md and "### CPU-1T" in md
+    assert "speedup_latency_ms_mean" in md and "cpu_1t_latency_ms_mean" in md
+    csv = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert len(csv) == 4 and not csv.duplicated(["pool", "batch_size", "seq_len", "dtype"]).any()
+
+    st = benchctl("status", run_id, "--broker", redis_server.url)
+    assert st.returncode == 0 and "ok=4" in st.stdout and "4/4" in st.stdout
+    assert run_id in benchctl("runs", "--broker", redis_server.url).stdout
+
+
+def test_submit_to_a_pool_without_a_live_worker_fails_in_one_line(redis_server, workers, tiny_model):
+    r = redis_server.client()
+    workers(redis_server.url, device="cpu", queue="cpu", client=r)
+    res = _submit(redis_server.url, tiny_model, pools="cpu,cuda")
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()]
+    assert "no live worker for pool cuda" in res.stderr
+    assert not r.exists(keys.RUNS)  # nothing queued, no run recorded
+    queued = _submit(redis_server.url, tiny_model, "--allow-missing", pools="cpu,cuda")
+    assert queued.returncode == 0 and r.llen("cuda") == 2  # waiting for a GPU worker
+
+
+def test_two_runs_at_once_do_not_mix(redis_server, workers, tiny_model, tmp_path):
+    r = redis_server.client()
+    workers(redis_server.url, device="cpu", queue="cpu", client=r)
+    workers(redis_server.url, device="cpu", queue="cpu", client=r)
+    results = {}
+
+    def go(i):
+        results[i] = _submit(redis_server.url, tiny_model, out=tmp_path / f"run{i}", pools="cpu", batches="1,2,3,4")
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    run_ids = set()
+    for i in range(2):
+        assert results[i].returncode == 0, results[i].stderr
+        doc = load_json(tmp_path / f"run{i}" / "results.json")
+        run_id = doc["run"]["run_id"]
+        run_ids.add(run_id)
+        assert len(doc["cells"]) == 4 and {c["run_id"] for c in doc["cells"]} == {run_id}
+    assert len(run_ids) == 2
+    # Both workers of the pool took cells.
+    both = [load_json(tmp_path / f"run{i}" / "results.json")["cells"] for i in range(2)]
+    assert len({c["worker"] for cells in both for c in cells}) == 2
+
+
+def test_cancel_leaves_queued_cells_unmeasured(redis_server, workers, tiny_model, tmp_path):
+    r = redis_server.client()
+    res = _submit(redis_server.url, tiny_model, "--allow-missing", pools="cpu")
+    run_id = res.stdout.strip()
+    cancel = benchctl("cancel", run_id, "--broker", redis_server.url)
+    assert cancel.returncode == 0 and "cancelled 2" in cancel.stdout
+    w = workers(redis_server.url, device="cpu", queue="cpu", client=r)
+    wait_for(lambda: r.llen("cpu") == 0, 60, "the queue to drain")
+    wait_for(lambda: w.log.read_text().count("succeeded") >= 2, 60, "both deliveries to be handled")
+    assert set(r.hvals(keys.run_cells(run_id))) == {"cancelled"}
+    assert not r.exists(keys.cell(f"{run_id}:cpu:b1:s16:fp32"))
+    col = benchctl("collect", run_id, "--broker", redis_server.url, "--timeout", "5", "--out", str(tmp_path / "c"))
+    assert col.returncode != 0 and "no cell has finished" in col.stderr
