@@ -76,7 +76,8 @@ class RedisServer:
         return self
 
     def _ping_in_ns(self) -> bool:
-        cmd = ["ip", "netns", "exec", self.netns, "redis-cli", "-h", self.bind, "-p", str(self.port), "ping"]
+        auth = ["--no-auth-warning", "-a", self.password] if self.password else []
+        cmd = ["ip", "netns", "exec", self.netns, "redis-cli", *auth, "-h", self.bind, "-p", str(self.port), "ping"]
         return subprocess.run(cmd, capture_output=True, text=True).stdout.strip() == "PONG"
 
     def stop(self) -> None:
@@ -114,7 +115,7 @@ def tiny_model(models_dir) -> Path:
     return models_dir / "tiny"
 
 
-def test_env(**extra) -> dict:
+def worker_env(**extra) -> dict:
     env = dict(os.environ)
     env.pop("BENCHCTL_BROKER_URL", None)
     env.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
@@ -177,7 +178,7 @@ def workers(tmp_path, models_dir):
         name = name or f"{queue}-w{len(started)}@test"
         args = ["--device", device, "--queue", queue, "--name", name, "--broker", url, "--models-dir", str(models_dir),
                 "--loglevel", "INFO", *extra]
-        w = Worker(args, tmp_path / f"worker-{len(started)}.log", env or test_env(), prefix).start()
+        w = Worker(args, tmp_path / f"worker-{len(started)}.log", env or worker_env(), prefix).start()
         started.append(w)
         if wait and client is not None:
             w.wait_ready(client)
@@ -193,7 +194,7 @@ def benchctl(*args: str, env: dict | None = None, timeout: float = 300, prefix: 
              **kw) -> subprocess.CompletedProcess:
     """The real CLI, as a user runs it."""
     return subprocess.run((prefix or []) + [str(BIN / "benchctl"), *args], capture_output=True, text=True,
-                          env=env or test_env(), timeout=timeout, **kw)
+                          env=env or worker_env(), timeout=timeout, **kw)
 
 
 def load_json(path: Path) -> dict:

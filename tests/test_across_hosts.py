@@ -1,0 +1,96 @@
+"""Across hosts: Redis, two workers and the controller each on a test host of its own —
+network namespaces joined by veth links to a bridge — each worker with its own hostname (UTS
+namespace). Cells cross a real network; the report shows two hosts.
+
+Traffic goes only to the addresses this test gives its own namespaces, which it removes at the end.
+"""
+
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import RedisServer, benchctl, load_json, worker_env, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def sh(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True, text=True)
+
+
+@pytest.fixture
+def test_hosts():
+    if shutil.which("ip") is None or shutil.which("unshare") is None:
+        pytest.skip("iproute2 or unshare is not installed")
+    tag = uuid.uuid4().hex[:4]
+    net = f"10.253.{os.getpid() % 200 + 20}"
+    names = {role: f"bc{tag}-{role}" for role in ("redis", "ctl", "w1", "w2")}
+    made = []
+    try:
+        for ns in names.values():
+            sh("ip", "netns", "add", ns)
+            made.append(ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+    except subprocess.CalledProcessError as exc:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        pytest.skip(f"this machine refuses to make network namespaces: {exc.stderr.strip()}")
+    hub = names["redis"]
+    addrs = {"redis": f"{net}.1"}
+    try:
+        sh("ip", "-n", hub, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", hub, "addr", "add", f"{addrs['redis']}/24", "dev", "br0")
+        sh("ip", "-n", hub, "link", "set", "br0", "up")
+        for i, role in enumerate(("ctl", "w1", "w2"), start=2):
+            ns, a, b = names[role], f"v{tag}{role}", f"p{tag}{role}"
+            sh("ip", "link", "add", a, "netns", ns, "type", "veth", "peer", "name", b, "netns", hub)
+            sh("ip", "-n", ns, "addr", "add", f"{net}.{i}/24", "dev", a)
+            sh("ip", "-n", ns, "link", "set", a, "up")
+            sh("ip", "-n", hub, "link", "set", b, "master", "br0")
+            sh("ip", "-n", hub, "link", "set", b, "up")
+            addrs[role] = f"{net}.{i}"
+        yield names, addrs
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "pids", ns], capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_cells_cross_a_network_and_the_report_shows_each_host(test_hosts, workers, tiny_model, tmp_path):
+    names, addrs = test_hosts
+    # A Redis reachable from other hosts runs with a password (protected mode refuses otherwise).
+    redis = RedisServer(tmp_path / "redis", bind=addrs["redis"], netns=names["redis"], password="cross-host-pw").start()
+    url = redis.url
+    ctl = ["ip", "netns", "exec", names["ctl"]]
+    try:
+        for role, extra in (("w1", []), ("w2", ["--threads", "1"])):
+            host = f"host-{role}"
+            workers(url, device="cpu", queue="cpu", name=f"cpu-{role}@{host}", extra=extra, env=worker_env(BC_HOST=host),
+                    prefix=["ip", "netns", "exec", names[role], "unshare", "--uts", "sh", "-c",
+                            'hostname "$BC_HOST" && exec "$0" "$@"'])
+        wait_for(lambda: benchctl("workers", "--broker", url, prefix=ctl).stdout.count("idle") == 2, 90,
+                 "both workers to register over the network")
+
+        # The controller's host cannot see a Redis on its own loopback: only the network path exists.
+        local = benchctl("workers", "--broker", f"redis://:cross-host-pw@127.0.0.1:{redis.port}/0", prefix=ctl)
+        assert local.returncode != 0 and "cannot reach Redis" in local.stderr
+
+        res = benchctl("submit", "--devices", "cpu", "--batch-sizes", "1,2,3,4,5,6", "--seq-lens", "16", "--model",
+                       str(tiny_model), "--warmup", "1", "--iterations", "5", "--min-time", "0.3", "--broker", url,
+                       "--wait", "--timeout", "180", "--out", str(tmp_path / "out"), prefix=ctl, timeout=240)
+        assert res.returncode == 0, res.stderr
+        doc = load_json(tmp_path / "out" / "results.json")
+        assert len(doc["cells"]) == 6 and all(c["status"] == "ok" for c in doc["cells"])
+        hosts = {c["host"] for c in doc["cells"]}
+        assert hosts == {"host-w1", "host-w2"}  # the pool spread its cells over both hosts
+        assert {fp["hostname"] for fp in doc["fingerprints"].values()} == {"host-w1", "host-w2"}
+        md = (tmp_path / "out" / "report.md").read_text()
+        assert "### CPU (host-w1)" in md and "### CPU (host-w2)" in md
+        assert "pool cpu mixed hardware" in md
+    finally:
+        for w in workers.all:
+            w.stop()
+        redis.stop()
