@@ -6,6 +6,7 @@ here, never a traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -16,7 +17,17 @@ from . import commands_distributed, commands_local  # noqa: F401  (they add thei
 from .options import app, echo_err
 
 
+class Interrupted(BaseException):
+    """Ctrl-C, raised past Click (which would swallow KeyboardInterrupt) and past library code
+    that turns ordinary exceptions into error records."""
+
+
+def _on_sigint(signum, frame):
+    raise Interrupted()
+
+
 def main() -> None:
+    signal.signal(signal.SIGINT, _on_sigint)
     try:
         code = app(standalone_mode=False)  # click returns Exit codes instead of raising here
         sys.exit(code if isinstance(code, int) else 0)
@@ -25,7 +36,7 @@ def main() -> None:
 
         echo_err(redact(str(exc)))
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         echo_err("interrupted; every finished record is kept (collect the run again to pick it up)")
         sys.exit(130)
     except typer.Exit as exc:

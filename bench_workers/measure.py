@@ -168,55 +168,56 @@ def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, 
     dtype = dtypes.torch_dtype(torch, cell.dtype)
     cap = cell.rules.memory_limit_mb if device.type == "cpu" else None
 
-    with address_space_cap(cap):
-        key = (cell.model.model, cell.model.weights, str(device), cell.dtype)
+    key = (cell.model.model, cell.model.weights, str(device), cell.dtype)
 
-        def load():
-            loaded = load_model(cell.model, allowed_dirs)
-            loaded.model = loaded.model.to(device=device, dtype=dtype).eval()
-            return loaded
+    def load():
+        loaded = load_model(cell.model, allowed_dirs)
+        loaded.model = loaded.model.to(device=device, dtype=dtype).eval()
+        return loaded
 
-        loaded, cached = cache.get(key, load)
-        info = loaded.info(cell.model.model)
-        limit = info.get("max_position_embeddings")
-        if limit and cell.seq_len > limit:
-            raise SpecError(f"sequence length {cell.seq_len} is above the maximum {limit} of model {cell.model.model}")
+    loaded, cached = cache.get(key, load)
+    info = loaded.info(cell.model.model)
+    limit = info.get("max_position_embeddings")
+    if limit and cell.seq_len > limit:
+        raise SpecError(f"sequence length {cell.seq_len} is above the maximum {limit} of model {cell.model.model}")
+    model = loaded.model
+    sync = sync_for(torch, device)
 
+    # The memory cap covers what the cell itself allocates (inputs, activations), not loading.
+    with address_space_cap(cap), torch.inference_mode():
         tokenize_ms = None
         if cell.model.input == "text":
             feeds, tokenize_ms = inputs.from_text(torch, loaded.tokenizer_source, cell.batch_size, cell.seq_len, device)
         else:
             feeds = inputs.synthetic(torch, cell.batch_size, cell.seq_len, info["vocab_size"] or 2, device)
-        model = loaded.model
-        sync = sync_for(torch, device)
 
-        with torch.inference_mode():
-            # The first (cold) call at this shape, reported apart.
-            sync()
-            t0 = time.perf_counter()
+        # The first (cold) call at this shape, reported apart.
+        sync()
+        t0 = time.perf_counter()
+        model(**feeds)
+        sync()
+        first_call_ms = (time.perf_counter() - t0) * 1e3
+        for _ in range(cell.rules.warmup):
             model(**feeds)
-            sync()
-            first_call_ms = (time.perf_counter() - t0) * 1e3
-            for _ in range(cell.rules.warmup):
-                model(**feeds)
-                _check_deadline(deadline, cell.rules.time_limit)
+            _check_deadline(deadline, cell.rules.time_limit)
 
-            rule = StopRule(cell.rules.min_iterations, cell.rules.min_time, cell.rules.max_time)
-            latency = LatencyTracker(timer_for(torch, device), sync, cell.batch_size, cell.seq_len)
-            trackers = _trackers(torch, device, latency)
-            timer = latency.timer
-            with contextlib.ExitStack() as stack:
-                for tracker in trackers:
-                    stack.enter_context(tracker.track())
-                t_start = time.perf_counter()
-                n = 0
-                while not rule.done(n, time.perf_counter() - t_start):
-                    timer.start()
-                    model(**feeds)
-                    timer.stop()
-                    n += 1
-                    _check_deadline(deadline, cell.rules.time_limit)
-            elapsed = time.perf_counter() - t_start
+        rule = StopRule(cell.rules.min_iterations, cell.rules.min_time, cell.rules.max_time)
+        latency = LatencyTracker(timer_for(torch, device), sync, cell.batch_size, cell.seq_len)
+        trackers = _trackers(torch, device, latency)
+        timer = latency.timer
+        with contextlib.ExitStack() as stack:
+            for tracker in trackers:
+                stack.enter_context(tracker.track())
+            t_start = time.perf_counter()
+            n = 0
+            while not rule.done(n, time.perf_counter() - t_start):
+                timer.start()
+                model(**feeds)
+                timer.stop()
+                n += 1
+                _check_deadline(deadline, cell.rules.time_limit)
+        elapsed = time.perf_counter() - t_start
+        del feeds
 
     results = {t.__class__.__name__: t.result() for t in trackers}
     lat = results.pop("LatencyTracker")

@@ -152,7 +152,7 @@ def test_out_of_memory_under_a_memory_limit_then_next_cell_works(tiny_model):
     rules = MeasureRules(warmup=0, min_iterations=1, min_time=0, max_time=5, memory_limit_mb=64)
     big = measure_cell(cell(tiny_model, batch_size=4096, seq_len=64, rules=rules), "cpu", cache=cache)
     assert big["status"] == "error" and big["error"]["type"] == "out_of_memory"
-    ok = measure_cell(cell(tiny_model), "cpu", cache=cache)
+    ok = measure_cell(cell(tiny_model, rules=rules), "cpu", cache=cache)  # same cap, a batch that fits
     assert ok["status"] == "ok"
 
 

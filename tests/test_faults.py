@@ -1,0 +1,182 @@
+"""Faults on real parts: killed workers, cells past every timeout, a Redis restart, failing
+cells, Ctrl-C. Nothing lost, nothing measured twice at once, the user told what happened.
+
+The visibility timeout is 40 s here (so the largest cell time limit is 10 s): a killed
+worker's cell must be measured again within 40 s + the 5 s restore sweep + the cell itself.
+"""
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from bench_protocol import keys
+from conftest import BIN, RedisServer, benchctl, load_json, wait_for, worker_env
+
+pytestmark = pytest.mark.slow
+
+VIS = 40
+ENV = worker_env(BENCHCTL_VISIBILITY_TIMEOUT=VIS)
+
+
+def submit(url, model, *extra, batches="1,2,3", pools="cpu"):
+    res = benchctl("submit", "--devices", pools, "--batch-sizes", batches, "--seq-lens", "16", "--model", str(model),
+                   "--warmup", "0", "--time-limit", "9", "--broker", url, *extra, env=ENV)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip().splitlines()[0]
+
+
+def collect(url, run_id, out, timeout=150, *extra):
+    return benchctl("collect", run_id, "--broker", url, "--out", str(out), "--timeout", str(timeout), *extra, env=ENV,
+                    timeout=timeout + 60)
+
+
+def received(log_paths, cell_id) -> int:
+    return sum(p.read_text().count(f"run_cell[{cell_id}] received") for p in log_paths)
+
+
+def test_killed_worker_cell_is_measured_again_once(redis_server, workers, tiny_model, tmp_path):
+    r = redis_server.client()
+    a = workers(redis_server.url, name="cpu-a@test", env=ENV, client=r)
+    run_id = submit(redis_server.url, tiny_model, "--min-time", "3", "--iterations", "1")
+    running = wait_for(lambda: r.get(keys.worker_current("cpu-a@test")), 60, "worker a to start a cell")
+    a.kill()
+    killed_at = time.monotonic()
+    # The measuring child dies with its worker: the claim is no longer refreshed and lapses.
+    wait_for(lambda: not r.exists(keys.cell_claim(running)), 40, "the dead worker's claim to lapse")
+    b = workers(redis_server.url, name="cpu-b@test", env=ENV, client=r)
+    wait_for(lambda: r.hget(keys.run_cells(run_id), running) == "ok", VIS + 60, "the killed cell to be measured again")
+    bound = time.monotonic() - killed_at
+    assert bound < VIS + 5 + 3 + 20, f"recovered after {bound:.0f}s"
+    res = collect(redis_server.url, run_id, tmp_path / "out")
+    assert res.returncode == 0, res.stderr
+    doc = load_json(tmp_path / "out" / "results.json")
+    assert sorted(c["cell_id"] for c in doc["cells"]) == sorted(r.hkeys(keys.run_cells(run_id)))
+    again = next(c for c in doc["cells"] if c["cell_id"] == running)
+    assert again["worker"] == "cpu-b@test" and again["redelivered"] is True and again["status"] == "ok"
+    assert received([b.log], running) == 1
+
+
+def test_a_delivery_of_a_cell_in_measurement_waits_instead_of_measuring(redis_server, workers, tiny_model):
+    """The visibility-timeout trap (celery#5935): a second delivery while the cell still runs."""
+    r = redis_server.client()
+    a = workers(redis_server.url, name="cpu-a@test", env=ENV, client=r)
+    run_id = submit(redis_server.url, tiny_model, "--min-time", "6", "--iterations", "1", batches="1")
+    cell_id = f"{run_id}:cpu:b1:s16:fp32"
+    wait_for(lambda: r.get(keys.worker_current("cpu-a@test")) == cell_id, 60, "worker a to start the cell")
+    b = workers(redis_server.url, name="cpu-b@test", env=ENV, client=r)
+    # Deliver the same cell again, as kombu's restore of an unacked message would.
+    from bench_protocol.broker import BrokerConfig
+    from bench_protocol.celery_app import make_app
+
+    app = make_app(BrokerConfig.resolve(redis_server.url))
+    payload = json.loads(r.hget(keys.run(run_id), "spec"))
+    from bench_protocol.spec import RunSpec
+
+    cell = RunSpec.from_dict(payload).cells()[0]
+    app.send_task(keys.TASK_RUN_CELL, args=[cell.to_dict()], task_id=cell_id, queue="cpu", routing_key="cpu")
+    wait_for(lambda: "is being measured by cpu-a@test" in b.log.read_text(), 30, "b to see a's claim")
+    wait_for(lambda: "already measured" in b.log.read_text(), 60, "b's retry to find the finished record")
+    rec = json.loads(r.get(keys.cell(cell_id)))
+    assert rec["worker"] == "cpu-a@test" and rec["status"] == "ok"
+    assert "cell %s: ok" % cell_id not in b.log.read_text()  # b never measured it
+    app.close()
+
+
+def test_a_cell_longer_than_any_timeout_is_cut_by_its_limit_and_never_redelivered(redis_server, workers, tiny_model, tmp_path):
+    r = redis_server.client()
+    a = workers(redis_server.url, name="cpu-a@test", env=ENV, client=r)
+    b = workers(redis_server.url, name="cpu-b@test", env=ENV, client=r)
+    # Asks for 5 minutes of timing: past its 9 s limit and past the 40 s visibility timeout.
+    run_id = submit(redis_server.url, tiny_model, "--min-time", "300", "--max-time", "300", batches="1")
+    cell_id = f"{run_id}:cpu:b1:s16:fp32"
+    wait_for(lambda: r.hget(keys.run_cells(run_id), cell_id) == "error", 60, "the time limit to end the cell")
+    rec = json.loads(r.get(keys.cell(cell_id)))
+    assert rec["error"]["type"] == "time_limit"
+    time.sleep(VIS + 10)  # past the visibility timeout and a restore sweep
+    assert received([a.log, b.log], cell_id) == 1
+    assert json.loads(r.get(keys.cell(cell_id))) == rec
+    res = collect(redis_server.url, run_id, tmp_path / "out", 10)
+    assert res.returncode == 0 and "time_limit" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_redis_restart_mid_run_loses_nothing(tmp_path, workers, tiny_model):
+    server = RedisServer(tmp_path / "redis", aof=True).start()
+    try:
+        r = server.client()
+        workers(server.url, name="cpu-a@test", env=ENV, client=r)
+        workers(server.url, name="cpu-b@test", env=ENV, client=r)
+        run_id = submit(server.url, tiny_model, "--min-time", "1", "--iterations", "1", batches="1,2,3,4,5,6,7,8")
+        wait_for(lambda: list(r.hvals(keys.run_cells(run_id))).count("ok") >= 2, 90, "two finished cells")
+        before = {c: json.loads(r.get(keys.cell(c))) for c, s in r.hgetall(keys.run_cells(run_id)).items() if s == "ok"}
+        server.proc.send_signal(signal.SIGKILL)  # a crash, not a clean shutdown
+        server.proc.wait(10)
+        time.sleep(3)
+        server.start()
+        r = server.client()
+        res = collect(server.url, run_id, tmp_path / "out", 180)
+        assert res.returncode == 0, res.stderr
+        doc = load_json(tmp_path / "out" / "results.json")
+        assert len(doc["cells"]) == 8 and len({c["cell_id"] for c in doc["cells"]}) == 8
+        assert all(c["status"] == "ok" for c in doc["cells"])
+        after = {c["cell_id"]: c for c in doc["cells"]}
+        for cid, rec in before.items():
+            assert after[cid]["finished_at"] == rec["finished_at"]  # no finished record lost or redone
+    finally:
+        for w in workers.all:
+            w.stop()
+        server.stop()
+
+
+def test_failing_cells_become_error_records_and_the_report_shows_them(redis_server, workers, tiny_model, tmp_path):
+    r = redis_server.client()
+    workers(redis_server.url, env=ENV, client=r)
+    grid = submit(redis_server.url, tiny_model, "--iterations", "2", "--min-time", "0", "--dtypes", "fp32,fp16",
+                  "--memory-limit-mb", "64", batches="1,4096")
+    bad_model = submit(redis_server.url, "no-such-org/no-such-model", "--iterations", "1", batches="1")
+    too_long = submit(redis_server.url, tiny_model, "--min-time", "60", "--max-time", "60", "--time-limit", "2", batches="1")
+
+    res = collect(redis_server.url, grid, tmp_path / "grid")
+    assert res.returncode == 0, res.stderr
+    cells = {(c["dtype"], c["batch_size"]): c for c in load_json(tmp_path / "grid" / "results.json")["cells"]}
+    assert cells[("fp32", 1)]["status"] == "ok"
+    assert cells[("fp32", 4096)]["error"]["type"] == "out_of_memory"
+    assert cells[("fp16", 1)]["error"]["type"] == "unsupported_dtype"
+    md = (tmp_path / "grid" / "report.md").read_text()
+    assert "### Failed cells" in md and "out_of_memory" in md and "unsupported_dtype" in md
+
+    assert collect(redis_server.url, bad_model, tmp_path / "bad").returncode == 0
+    rec = load_json(tmp_path / "bad" / "results.json")["cells"][0]
+    assert rec["error"]["type"] == "model_not_found" and "no-such-org/no-such-model" in rec["error"]["message"]
+    assert collect(redis_server.url, too_long, tmp_path / "long").returncode == 0
+    assert load_json(tmp_path / "long" / "results.json")["cells"][0]["error"]["type"] == "time_limit"
+
+
+def test_collect_times_out_naming_missing_cells_and_ctrl_c_keeps_records(redis_server, workers, tiny_model, tmp_path):
+    r = redis_server.client()
+    run_id = submit(redis_server.url, tiny_model, "--allow-missing", "--iterations", "1", "--min-time", "0", batches="1,2")
+    late = collect(redis_server.url, run_id, tmp_path / "late", 2)
+    assert late.returncode == 5
+    assert f"{run_id}:cpu:b1:s16:fp32 (queued)" in late.stderr and "Traceback" not in late.stderr
+    assert not (tmp_path / "late").exists()
+    st = benchctl("status", run_id, "--broker", redis_server.url, env=ENV)
+    assert st.returncode == 0 and "queued=2" in st.stdout
+
+    proc = subprocess.Popen([str(BIN / "benchctl"), "collect", run_id, "--broker", redis_server.url, "--timeout", "60",
+                             "--out", str(tmp_path / "int")], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err.strip().splitlines()[-1]
+    assert r.hlen(keys.run_cells(run_id)) == 2  # the run is intact
+    workers(redis_server.url, env=ENV, client=r)
+    res = collect(redis_server.url, run_id, tmp_path / "after", 120)
+    assert res.returncode == 0 and len(load_json(tmp_path / "after" / "results.json")["cells"]) == 2
+
+    part_id = submit(redis_server.url, tiny_model, "--allow-missing", "--iterations", "1", batches="3", pools="cpu,cuda")
+    part = collect(redis_server.url, part_id, tmp_path / "part", 30, "--partial")
+    assert part.returncode == 0 and f"missing: {part_id}:cuda:b3:s16:fp32 (queued)" in part.stderr
+    assert "### Missing cells" in (tmp_path / "part" / "report.md").read_text()
