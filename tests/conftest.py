@@ -43,8 +43,10 @@ class RedisServer:
     """A redis-server subprocess the test owns: it can be stopped and started again."""
 
     def __init__(self, workdir: Path, port: int | None = None, password: str | None = None, aof: bool = False,
-                 bind: str = "127.0.0.1", extra: list[str] | None = None, netns: str | None = None) -> None:
+                 bind: str = "127.0.0.1", extra: list[str] | None = None, netns: str | None = None,
+                 username: str | None = None) -> None:
         self.workdir, self.port, self.password, self.aof, self.bind = workdir, port or free_port(), password, aof, bind
+        self.username = username  # an ACL user (set up through ``extra``) instead of requirepass
         self.extra = extra or []
         self.netns = netns
         self.proc: subprocess.Popen | None = None
@@ -52,14 +54,14 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        auth = f"{self.username or ''}:{self.password}@" if self.password else ""
         return f"redis://{auth}{self.bind}:{self.port}/0"
 
     def start(self) -> "RedisServer":
         cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", self.bind, "--dir", str(self.workdir), "--save", "",
                "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always", "--daemonize", "no",
                "--logfile", str(self.workdir / "redis.log"), *self.extra]
-        if self.password:
+        if self.password and not self.username:
             cmd += ["--requirepass", self.password]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns] + cmd
@@ -68,7 +70,8 @@ class RedisServer:
 
         def up():
             try:
-                return redis.Redis(host=self.bind, port=self.port, password=self.password, socket_timeout=1).ping() \
+                return redis.Redis(host=self.bind, port=self.port, username=self.username, password=self.password,
+                                   socket_timeout=1).ping() \
                     if not self.netns else self._ping_in_ns()
             except Exception:
                 return False
@@ -92,7 +95,8 @@ class RedisServer:
     def client(self):
         import redis
 
-        return redis.Redis(host=self.bind, port=self.port, password=self.password, decode_responses=True, socket_timeout=5)
+        return redis.Redis(host=self.bind, port=self.port, username=self.username, password=self.password,
+                           decode_responses=True, socket_timeout=5)
 
 
 @pytest.fixture

@@ -1,0 +1,172 @@
+"""What a worker trusts and what it refuses: JSON only, validated specs, no remote code, no
+paths outside its models directory; passwords never shown; TLS and ACL users work."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from bench_protocol import keys
+from bench_protocol.errors import SpecError
+from bench_protocol.spec import CellSpec
+from conftest import RedisServer, benchctl, free_port, load_json, wait_for, worker_env
+
+FAST = ["--warmup", "0", "--iterations", "2", "--min-time", "0", "--seq-lens", "16"]
+
+
+class Boom:
+    """Unpickling this runs a shell command: what a worker must never do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickled_message_is_refused_not_executed(redis_server, workers, tiny_model, tmp_path):
+    from kombu import Connection
+
+    r = redis_server.client()
+    w = workers(redis_server.url, client=r)
+    marker = tmp_path / "pwned"
+    with Connection(redis_server.url) as conn:
+        conn.Producer().publish([[Boom(marker)], {}, {}], exchange="", routing_key="cpu", serializer="pickle",
+                                headers={"task": keys.TASK_RUN_CELL, "id": "pickled-1", "lang": "py"})
+    wait_for(lambda: "untrusted content" in w.log.read_text() or "ContentDisallowed" in w.log.read_text(), 30,
+             "the worker to refuse the pickle")
+    time.sleep(1)
+    assert not marker.exists()
+    assert r.llen("cpu") == 0  # dropped, not left to poison the queue
+    # The worker lives on and measures the next honest cell.
+    res = benchctl("submit", "--devices", "cpu", "--batch-sizes", "1", "--model", str(tiny_model), *FAST, "--broker",
+                   redis_server.url, "--wait", "--timeout", "60", "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+
+
+def test_spec_refuses_unknown_fields_like_trust_remote_code():
+    good = {"run_id": "20260101-000000-abcdef", "pool": "cpu", "batch_size": 1, "seq_len": 8, "dtype": "fp32"}
+    CellSpec.from_dict(good)
+    with pytest.raises(SpecError, match="unknown fields: trust_remote_code"):
+        CellSpec.from_dict(dict(good, trust_remote_code=True))
+    with pytest.raises(SpecError):
+        CellSpec.from_dict(dict(good, model={"model": "x", "trust_remote_code": True}))
+
+
+def test_worker_refuses_crafted_tasks_and_foreign_paths(redis_server, workers, tiny_model, tmp_path):
+    from bench_protocol.broker import BrokerConfig
+    from bench_protocol.celery_app import make_app
+
+    r = redis_server.client()
+    w = workers(redis_server.url, client=r)
+    app = make_app(BrokerConfig.resolve(redis_server.url))
+    crafted = {"run_id": "20260101-000000-abcdef", "pool": "cpu", "batch_size": 1, "seq_len": 8, "dtype": "fp32",
+               "model": {"model": str(tiny_model), "trust_remote_code": True}}
+    res = app.send_task(keys.TASK_RUN_CELL, args=[crafted], task_id="20260101-000000-abcdef:cpu:b1:s8:fp32", queue="cpu")
+    assert res.get(timeout=30)["status"] == "refused"
+    not_a_run = dict(crafted, batch_size=2, model={"model": str(tiny_model)})
+    res = app.send_task(keys.TASK_RUN_CELL, args=[not_a_run], task_id="20260101-000000-abcdef:cpu:b2:s8:fp32", queue="cpu")
+    assert res.get(timeout=30) == {"status": "refused", "reason": "cell not part of a submitted run"}
+    app.close()
+    assert not r.keys(keys.cell("*"))
+
+    # A model path outside the worker's --models-dir, even through a symlink, is not loaded.
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(tiny_model, outside)
+    res = benchctl("submit", "--devices", "cpu", "--batch-sizes", "1", "--model", str(outside), *FAST, "--broker",
+                   redis_server.url, "--wait", "--timeout", "60", "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    rec = load_json(tmp_path / "out" / "results.json")["cells"][0]
+    assert rec["error"]["type"] == "invalid_spec" and "outside this worker's allowed models" in rec["error"]["message"]
+
+
+def _secret_free(paths, secret):
+    for p in paths:
+        assert secret not in p.read_text(errors="replace"), f"{secret!r} leaked into {p}"
+
+
+@pytest.mark.parametrize("mode", ["requirepass", "acl-user"])
+def test_password_protected_redis_works_and_the_password_never_shows(mode, tmp_path, workers, tiny_model):
+    secret = "Sup3r-Secret-pw"
+    acl = ["--user", "default", "off", "--user", "bench", "on", f">{secret}", "~*", "&*", "+@all"]
+    server = RedisServer(tmp_path / "redis", password=secret, **({} if mode == "requirepass" else
+                                                                 {"username": "bench", "extra": acl})).start()
+    url = server.url
+    try:
+        r = server.client()
+        workers(url, client=r)
+        res = benchctl("submit", "--devices", "cpu", "--batch-sizes", "1,2", "--model", str(tiny_model), *FAST,
+                       "--broker", url, "--wait", "--timeout", "90", "--out", str(tmp_path / "out"))
+        assert res.returncode == 0, res.stderr
+        assert secret not in res.stdout + res.stderr
+        out = tmp_path / "out"
+        _secret_free([out / f for f in ("results.json", "report.md", "report.html", "report.json", "results.csv")], secret)
+        _secret_free([w.log for w in workers.all], secret)
+        for key in r.scan_iter(keys.PREFIX + "*"):
+            if r.type(key) == "string":
+                assert secret not in r.get(key)
+        wrong = url.replace(secret, "not-it")
+        bad = benchctl("workers", "--broker", wrong)
+        assert bad.returncode == 3 and "refused the credentials" in bad.stderr and "not-it" not in bad.stderr
+    finally:
+        for w in workers.all:
+            w.stop()
+        server.stop()
+
+
+def _make_certs(d):
+    def ossl(*a):
+        subprocess.run(["openssl", *a], check=True, capture_output=True)
+
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", d / "ca.key", "-out", d / "ca.crt", "-days", "2",
+         "-subj", "/CN=benchctl-test-ca")
+    for name in ("server", "client"):
+        ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", d / f"{name}.key", "-out", d / f"{name}.csr", "-subj",
+             f"/CN={name}")
+        (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        ossl("x509", "-req", "-in", d / f"{name}.csr", "-CA", d / "ca.crt", "-CAkey", d / "ca.key", "-CAcreateserial",
+             "-out", d / f"{name}.crt", "-days", "2", "-extfile", d / "ext.cnf")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_tls_with_client_certificates(tmp_path, workers, tiny_model):
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    _make_certs(certs)
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                             "--tls-cert-file", certs / "server.crt", "--tls-key-file", certs / "server.key",
+                             "--tls-ca-cert-file", certs / "ca.crt", "--tls-auth-clients", "yes", "--save", "",
+                             "--dir", tmp_path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1)
+        if proc.poll() is not None:
+            pytest.skip(f"this redis-server has no TLS support: {proc.stdout.read().strip()[:200]}")
+        env = worker_env(BENCHCTL_REDIS_CA=certs / "ca.crt", BENCHCTL_REDIS_CERT=certs / "client.crt",
+                         BENCHCTL_REDIS_KEY=certs / "client.key")
+        url = f"rediss://127.0.0.1:{port}/0"
+        from bench_protocol.broker import BrokerConfig
+
+        os.environ.update({k: str(v) for k, v in env.items() if k.startswith("BENCHCTL_REDIS")})
+        try:
+            client = BrokerConfig.resolve(url).redis()
+            wait_for(lambda: client.ping(), 20, "TLS redis")
+        finally:
+            for k in ("BENCHCTL_REDIS_CA", "BENCHCTL_REDIS_CERT", "BENCHCTL_REDIS_KEY"):
+                os.environ.pop(k, None)
+        workers(url, env=env, client=client)
+        res = benchctl("submit", "--devices", "cpu", "--batch-sizes", "1", "--model", str(tiny_model), *FAST,
+                       "--broker", url, "--wait", "--timeout", "60", "--out", str(tmp_path / "out"), env=env)
+        assert res.returncode == 0, res.stderr
+        assert load_json(tmp_path / "out" / "results.json")["cells"][0]["status"] == "ok"
+        # Without the client certificate the server refuses us, in one line.
+        plain = benchctl("workers", "--broker", url)
+        assert plain.returncode == 3 and "cannot reach Redis" in plain.stderr
+    finally:
+        for w in workers.all:
+            w.stop()
+        proc.terminate()
+        proc.wait(10)
