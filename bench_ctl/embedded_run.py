@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 from bench_protocol.errors import BenchError
-from bench_protocol.records import results_document
+from bench_protocol.records import dumps, results_document
 from bench_protocol.spec import RunSpec
 
-from .outdir import check_out_dir
-from .render import render_all
+from .outdir import check_out_dir, make_out_dir, write_atomic
 
 
 def run_here(spec: RunSpec, out: Path) -> dict[str, Path]:
@@ -37,4 +36,13 @@ def run_here(spec: RunSpec, out: Path) -> dict[str, Path]:
         records, fingerprints = run_embedded(spec, on_cell)
     run = {"run_id": spec.run_id, "spec": spec.to_dict(), "created": created, "finished": time.time(),
            "mode": "embedded", "status": "finished"}
-    return render_all(results_document(run, records, fingerprints), out)
+    doc = results_document(run, records, fingerprints)
+    # The measurements are saved before anything is rendered: a rendering failure loses none.
+    write_atomic(make_out_dir(out) / "results.json", dumps(doc))
+    try:
+        from .render import render_all
+
+        return render_all(doc, out)
+    except ImportError as exc:
+        raise BenchError(f"records saved in {out}/results.json, but the report needs {exc.name or exc}: install it and run "
+                         f"benchctl report {out}/results.json --out {out}") from None

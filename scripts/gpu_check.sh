@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The prepared GPU check: the default model on CPU and on the NVIDIA GPU of this machine,
+# batch sizes 1, 8, 32, fp32 and fp16, measured in one process (the embedded path: no broker,
+# so neither celery nor redis is needed). Outputs go to $OUT (default results/gpu-check).
+# Needs python3 with torch (CUDA build), transformers, pandas, typer, psutil, nvidia-ml-py;
+# works offline (the default model runs with random weights from its bundled config).
+#   OUT=/tmp/out bash scripts/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-results/gpu-check}"
+PY="${PYTHON:-python3}"
+mkdir -p "$OUT"
+{
+  echo "== $(date -u +%FT%TZ) $(hostname)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit --format=csv 2>&1 || echo "no nvidia-smi"
+  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
+} 2>&1 | tee "$OUT/environment.txt"
+
+# The report needs tabulate (and matplotlib for plots); without them results.json is still written.
+for mod in tabulate matplotlib; do
+  "$PY" -c "import $mod" 2>/dev/null || "$PY" -m pip install -q "$mod" 2>/dev/null || echo "note: $mod unavailable"
+done
+
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
+# Run from the source tree: nothing to install, so it works with no network.
+PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout 450 "$PY" -m bench_ctl.cli run \
+  --devices cpu,cuda --batch-sizes 1,8,32 --dtypes fp32,fp16 --min-time 1 --iterations 10 \
+  --out "$OUT/report" 2>&1 | tee "$OUT/run.log"
+rc=${PIPESTATUS[0]}
+if [ -f "$OUT/report/report.md" ]; then
+  sed -n '/## Performance Comparison/,/## Conclusion/p' "$OUT/report/report.md"
+fi
+exit "$rc"
