@@ -24,7 +24,19 @@ def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     written: list[tuple[str, str]] = []
+    batches = sorted(frame["batch_size"].dropna().unique())
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+
+    def batch_axis(ax) -> None:
+        """Batch sizes as plain numbers at the measured points, on a log2 axis."""
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batches)
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("batch size")
 
     def save(fig, name: str, title: str) -> None:
         fig.tight_layout()
@@ -39,10 +51,11 @@ def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Pa
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for label, g in series:
             ax.plot(g["batch_size"], g[metric], marker="o", label=label)
-        ax.set_xscale("log", base=2)
+        batch_axis(ax)
         if log:
             ax.set_yscale("log")
-        ax.set_xlabel("batch size")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
@@ -70,8 +83,7 @@ def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Pa
             drew = True
     if drew:
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
+        batch_axis(ax)
         ax.set_ylabel(f"throughput speedup over {column_prefix(baseline)} (x)")
         ax.set_title("Speedup vs batch size")
         ax.grid(True, which="both", alpha=0.3)

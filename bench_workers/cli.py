@@ -121,12 +121,8 @@ def run(args: argparse.Namespace) -> int:
     register_tasks(app, settings)
 
     @signals.worker_process_init.connect(weak=False)
-    def _child_init(**_):  # must stay fast: Celery times this out
+    def _child_init(**_):  # must stay fast (Celery times it out): no torch import here
         _die_with_parent()
-        if settings.threads:
-            import torch
-
-            torch.set_num_threads(settings.threads)
 
     logging.getLogger("benchctl.worker").info("worker %s serving pool %s on %s via %s", settings.name, settings.pool,
                                               settings.device, settings.broker.safe_url)

@@ -37,6 +37,15 @@ def _store(settings: WorkerSettings) -> RecordStore:
     return RecordStore(client)
 
 
+def _apply_threads(settings: WorkerSettings) -> None:
+    """torch threads for this worker (OMP_NUM_THREADS, set by bench-worker, covers OpenMP)."""
+    if settings.threads:
+        import torch
+
+        if torch.get_num_threads() != settings.threads:
+            torch.set_num_threads(settings.threads)
+
+
 def register_tasks(app, settings: WorkerSettings) -> None:
     @app.task(name=TASK_RUN_CELL, bind=True, acks_late=True, reject_on_worker_lost=True)
     def run_cell(self, payload):
@@ -71,6 +80,7 @@ def register_tasks(app, settings: WorkerSettings) -> None:
                                       f"time limit {cell.rules.time_limit:g}s is above this worker's maximum "
                                       f"{max_time_limit():g}s (visibility timeout)", **context)
             else:
+                _apply_threads(settings)
                 with store.keep_claim(cell.cell_id, settings.name):
                     record = measure_cell(cell, settings.torch_device, cache=_cache,
                                           allowed_dirs=settings.models_dirs, context=context)

@@ -111,6 +111,7 @@ def models_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("models")
     save_tiny_distilbert(root / "tiny")
     save_tiny_distilbert(root / "tiny-config-only", with_weights=False)
+    save_tiny_distilbert(root / "tiny-with-tokenizer", tokenizer=True)
     return root
 
 

@@ -23,7 +23,8 @@ def _submit(url, model, *extra, out=None, pools="cpu,cpu-1t", batches="1,4"):
 def test_two_pools_end_to_end(redis_server, workers, tiny_model, tmp_path):
     r = redis_server.client()
     workers(redis_server.url, device="cpu", queue="cpu", name="cpu-a@test", client=r)
-    workers(redis_server.url, device="cpu", queue="cpu-1t", name="cpu1t-a@test", extra=["--threads", "1"], client=r)
+    workers(redis_server.url, device="cpu", queue="cpu-1t", name="cpu1t-a@test", extra=["--threads", "1", "--cpus", "0"],
+            client=r)
 
     listed = benchctl("workers", "--broker", redis_server.url)
     assert "cpu-a@test" in listed.stdout and "pool=cpu-1t" in listed.stdout and "idle" in listed.stdout
@@ -40,8 +41,9 @@ def test_two_pools_end_to_end(redis_server, workers, tiny_model, tmp_path):
     for rec in doc["cells"]:
         assert rec["status"] == "ok", rec
         assert rec["worker"] == by_worker[rec["pool"]]  # measured by a worker of its own pool
-    threads = {fp["torch_threads"] for fp in doc["fingerprints"].values()}
-    assert len(doc["fingerprints"]) == 2 and 1 in threads
+    pinned = [fp for fp in doc["fingerprints"].values() if fp["cpu_affinity"] == [0]]
+    assert len(doc["fingerprints"]) == 2 and len(pinned) == 1 and pinned[0]["torch_threads"] == 1
+    assert {c["torch_threads"] for c in doc["cells"] if c["pool"] == "cpu-1t"} == {1}
     md = (tmp_path / "out" / "report.md").read_text()
     assert "### CPU" in md and "### CPU-1T" in md
     assert "speedup_latency_ms_mean" in md and "cpu_1t_latency_ms_mean" in md

@@ -167,6 +167,13 @@ def test_sequence_longer_than_model_is_an_error_record(tiny_model):
     assert rec["error"]["type"] == "invalid_spec" and "maximum 64" in rec["error"]["message"]
 
 
+def test_text_input_runs_through_the_tokenizer_timed_apart(models_dir):
+    ref = ModelRef(model=str(models_dir / "tiny-with-tokenizer"), input="text")
+    rec = measure_cell(cell(ref), "cpu")
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["metrics"]["tokenize_ms"] > 0 and rec["input"] == "text"
+
+
 def test_text_input_needs_a_tokenizer(tiny_model):
     rec = measure_cell(cell(ModelRef(model=str(tiny_model), input="text")), "cpu")
     assert rec["error"]["type"] == "no_tokenizer"
@@ -175,3 +182,43 @@ def test_text_input_needs_a_tokenizer(tiny_model):
 def test_cuda_on_a_host_without_it_is_an_error_record(tiny_model):
     rec = measure_cell(cell(tiny_model, pool="cuda"), "cuda")
     assert rec["status"] == "error" and rec["error"]["type"] == "device_unavailable"
+
+
+class FakeNvml:
+    """Stands in for NVML's two readings on a host without a GPU: a constant 150 W draw and,
+    optionally, the total-energy counter advancing at that rate."""
+
+    def __init__(self, counter: bool) -> None:
+        self.counter = counter
+        self.t0 = time.perf_counter()
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return 150_000  # mW
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        if not self.counter:
+            raise RuntimeError("not supported")
+        return int((time.perf_counter() - self.t0) * 150_000)  # mJ
+
+
+@pytest.mark.parametrize("counter", [True, False])
+def test_gpu_power_tracker_averages_and_integrates(counter):
+    from bench_workers.trackers.gpu_power import NvmlPowerTracker
+
+    tracker = NvmlPowerTracker(FakeNvml(counter), handle=object(), sample_interval_s=0.01)
+    with tracker.track():
+        time.sleep(0.5)
+    r = tracker.result()
+    assert r["gpu_avg_power_w"] == pytest.approx(150.0)
+    assert r["gpu_energy_j"] == pytest.approx(75.0, rel=0.15)
+    assert ("counter" in r["energy_method"]) is counter
+
+
+def test_gpu_power_tracker_without_nvml_says_why():
+    from bench_workers.trackers.gpu_power import NvmlPowerTracker
+
+    tracker = NvmlPowerTracker(None, None, reason="pynvml (nvidia-ml-py) is not installed")
+    with tracker.track():
+        pass
+    r = tracker.result()
+    assert r["gpu_avg_power_w"] is None and r["reason"] == "pynvml (nvidia-ml-py) is not installed"

@@ -3,7 +3,19 @@
 from pathlib import Path
 
 
-def save_tiny_distilbert(directory: Path, with_weights: bool = True) -> Path:
+WORDS = ["the", "movie", "was", "a", "delight", "from", "start", "to", "finish", "slow", "food", "service", "film"]
+
+
+def save_tiny_tokenizer(directory: Path) -> None:
+    """A WordPiece tokenizer over a handful of words, saved beside the model."""
+    from transformers import DistilBertTokenizerFast
+
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    DistilBertTokenizerFast(vocab_file=str(vocab)).save_pretrained(directory)
+
+
+def save_tiny_distilbert(directory: Path, with_weights: bool = True, tokenizer: bool = False) -> Path:
     import torch
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
@@ -16,6 +28,8 @@ def save_tiny_distilbert(directory: Path, with_weights: bool = True) -> Path:
         model.save_pretrained(directory)
     else:
         config.save_pretrained(directory)
+    if tokenizer:
+        save_tiny_tokenizer(directory)
     return directory
 
 
