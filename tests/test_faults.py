@@ -134,7 +134,7 @@ def test_failing_cells_become_error_records_and_the_report_shows_them(redis_serv
     r = redis_server.client()
     workers(redis_server.url, env=ENV, client=r)
     grid = submit(redis_server.url, tiny_model, "--iterations", "2", "--min-time", "0", "--dtypes", "fp32,fp16",
-                  "--memory-limit-mb", "64", batches="1,4096")
+                  "--memory-limit-mb", "64", batches="1,65536")
     bad_model = submit(redis_server.url, "no-such-org/no-such-model", "--iterations", "1", batches="1")
     too_long = submit(redis_server.url, tiny_model, "--min-time", "60", "--max-time", "60", "--time-limit", "2", batches="1")
 
@@ -142,7 +142,7 @@ def test_failing_cells_become_error_records_and_the_report_shows_them(redis_serv
     assert res.returncode == 0, res.stderr
     cells = {(c["dtype"], c["batch_size"]): c for c in load_json(tmp_path / "grid" / "results.json")["cells"]}
     assert cells[("fp32", 1)]["status"] == "ok"
-    assert cells[("fp32", 4096)]["error"]["type"] == "out_of_memory"
+    assert cells[("fp32", 65536)]["error"]["type"] == "out_of_memory"
     assert cells[("fp16", 1)]["error"]["type"] == "unsupported_dtype"
     md = (tmp_path / "grid" / "report.md").read_text()
     assert "### Failed cells" in md and "out_of_memory" in md and "unsupported_dtype" in md
