@@ -8,7 +8,7 @@ import pandas as pd
 
 from .document import Bullets, Document, Heading, Image, Para, Table
 from .labels import column_prefix, display_name, is_gpu_pool, model_display
-from .tables import combinations, comparison_table, detail_table, speedup_name
+from .tables import combinations, comparison_table, detail_table, dtype_table, speedup_name
 
 MIXED_KEYS = ("cpu_model", "logical_cores", "physical_cores", "memory_gb", "torch", "cuda_version", "gpus", "torch_threads", "platform")
 
@@ -194,6 +194,9 @@ def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None) -> 
     d.add(Heading(2, "Details"), Heading(3, "Latency distribution, tokens/s, energy and validity"))
     detail = detail_table(frame)
     d.add(Table(detail, floatfmt=".4g") if len(detail) else Para("No cell was measured successfully."))
+    by_dtype = dtype_table(frame)
+    if by_dtype is not None:
+        d.add(Heading(3, "Lower precision against fp32"), Table(by_dtype))
     invalid = frame[frame["valid"] == False]  # noqa: E712 (pandas column of objects)
     if len(invalid):
         d.add(Bullets([f"INVALID {r.cell_id}: {r.invalid_reason}" for r in invalid.itertuples()]))

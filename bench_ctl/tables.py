@@ -64,3 +64,18 @@ def detail_table(frame: pd.DataFrame) -> pd.DataFrame:
             "tokens_per_s": "tokens_per_s", "gpu_energy_j_per_sample": "gpu_j_per_sample",
             "cpu_energy_j_per_sample": "cpu_j_per_sample", "validity": "validity", "host": "host"}
     return ok[list(cols)].rename(columns=cols)
+
+
+def dtype_table(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """Lower precision against fp32 on the same pool, shape and batch: fp32 latency / dtype latency."""
+    ok = frame[frame["status"] == "ok"]
+    dtypes = [d for d in ("fp16", "bf16") if d in set(ok["dtype"])]
+    if "fp32" not in set(ok["dtype"]) or not dtypes:
+        return None
+    wide = ok.pivot_table(index=["pool", "seq_len", "batch_size"], columns="dtype", values="latency_ms_mean", aggfunc="first")
+    out = pd.DataFrame(index=wide.index)
+    out["fp32_latency_ms_mean"] = wide["fp32"]
+    for d in dtypes:
+        out[f"{d}_latency_ms_mean"] = wide[d]
+        out[f"speedup_{d}_vs_fp32"] = wide["fp32"] / wide[d]
+    return out.reset_index()

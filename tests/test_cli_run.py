@@ -96,3 +96,9 @@ def test_html_report_renders_with_its_plots_in_headless_chromium(tiny_run, tmp_p
     blue = ((abs(img[..., 0] - 0x1F / 255) < 0.06) & (abs(img[..., 1] - 0x77 / 255) < 0.06) & (abs(img[..., 2] - 0xB4 / 255) < 0.06)).sum()
     assert dark > 0.002, "no text on the page"
     assert blue > 500, "no plot lines on the page"
+
+
+def test_lower_precision_is_compared_with_fp32(tiny_run):
+    out, _ = tiny_run
+    md = (out / "report.md").read_text()
+    assert "### Lower precision against fp32" in md and "speedup_bf16_vs_fp32" in md
