@@ -15,8 +15,9 @@ from bench_protocol.broker import BrokerConfig
 from bench_protocol.errors import BenchError, SpecError
 from bench_protocol.spec import check_run_id
 
-from .options import (BatchSizes, Baseline, Broker, Devices, Dtypes, Input, Iterations, MaxTime, MemLimit, MinTime, Model,
-                  SeqLens, TimeLimit, Warmup, Weights, app, build_spec)
+from bench_protocol.spec import RunSpec
+
+from .options import Broker, app, spec_options
 
 Timeout = Annotated[float, typer.Option("--timeout", help="seconds to wait at most")]
 
@@ -74,21 +75,9 @@ def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: b
 
 
 @app.command()
+@spec_options(devices="cpu,cuda", batch_sizes="1,8,32")
 def submit(
-    devices: Devices = "cpu,cuda",
-    batch_sizes: BatchSizes = "1,8,32",
-    seq_lens: SeqLens = "128",
-    dtypes: Dtypes = "fp32",
-    model: Model = "distilbert-base-uncased-finetuned-sst-2-english",
-    weights: Weights = "auto",
-    input_: Input = "synthetic",
-    warmup: Warmup = 3,
-    iterations: Iterations = 10,
-    min_time: MinTime = 2.0,
-    max_time: MaxTime = 120.0,
-    time_limit: TimeLimit = 900.0,
-    memory_limit_mb: MemLimit = None,
-    baseline: Baseline = None,
+    spec: RunSpec,
     broker: Broker = None,
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="queue even for pools with no live worker")] = False,
     wait_: Annotated[bool, typer.Option("--wait", help="show progress, then collect")] = False,
@@ -100,8 +89,6 @@ def submit(
     from .outdir import check_out_dir
     from .submit import submit as do_submit
 
-    spec = build_spec(devices, batch_sizes, seq_lens, dtypes, model, weights, input_, warmup, iterations, min_time,
-                      max_time, time_limit, memory_limit_mb, baseline)
     if out is not None:
         check_out_dir(out)
     store = _store(broker)

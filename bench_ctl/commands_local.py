@@ -10,33 +10,20 @@ import typer
 from bench_protocol.errors import SpecError
 from bench_protocol.spec import check_torch_device
 
-from .options import (BatchSizes, Baseline, Devices, Dtypes, Input, Iterations, MaxTime, MemLimit, MinTime, Model,
-                      SeqLens, TimeLimit, Warmup, Weights, app, build_spec, echo_err)
+from bench_protocol.spec import RunSpec
+
+from .options import app, echo_err, spec_options
 
 
 @app.command()
+@spec_options(devices="cpu", batch_sizes="1,8")
 def run(
-    devices: Devices = "cpu",
-    batch_sizes: BatchSizes = "1,8",
-    seq_lens: SeqLens = "128",
-    dtypes: Dtypes = "fp32",
-    model: Model = "distilbert-base-uncased-finetuned-sst-2-english",
-    weights: Weights = "auto",
-    input_: Input = "synthetic",
-    warmup: Warmup = 3,
-    iterations: Iterations = 10,
-    min_time: MinTime = 2.0,
-    max_time: MaxTime = 120.0,
-    time_limit: TimeLimit = 900.0,
-    memory_limit_mb: MemLimit = None,
-    baseline: Baseline = None,
+    spec: RunSpec,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output directory (default results/RUN_ID)")] = None,
 ):
     """Measure every cell here, in this process, with no broker; write results and the report."""
     from bench_ctl.embedded_run import run_here
 
-    spec = build_spec(devices, batch_sizes, seq_lens, dtypes, model, weights, input_, warmup, iterations, min_time,
-                      max_time, time_limit, memory_limit_mb, baseline)
     for device in spec.pools:
         check_torch_device(device)
     written = run_here(spec, out or Path("results") / spec.run_id)

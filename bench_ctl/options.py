@@ -2,34 +2,68 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
 from typing import Annotated, Optional
 
 import typer
 
-from bench_protocol.spec import MeasureRules, ModelRef, RunSpec, parse_int_list, parse_name_list
+from bench_protocol.spec import DEFAULT_MODEL, MeasureRules, ModelRef, RunSpec, parse_int_list, parse_name_list
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark model inference across devices and hosts; report the speedups.")
 
-Devices = Annotated[str, typer.Option("--devices", "-d", help="comma-separated devices or pools, baseline first: cpu,cuda")]
-BatchSizes = Annotated[str, typer.Option("--batch-sizes", "-b", help="comma-separated batch sizes")]
-SeqLens = Annotated[str, typer.Option("--seq-lens", help="comma-separated sequence lengths")]
-Dtypes = Annotated[str, typer.Option("--dtypes", help="comma-separated dtypes: fp32, fp16, bf16")]
-Model = Annotated[str, typer.Option("--model", help="Hugging Face id or local model directory")]
-Weights = Annotated[str, typer.Option("--weights", help="auto | pretrained | random")]
-Input = Annotated[str, typer.Option("--input", help="synthetic token ids or text through the tokenizer")]
-Warmup = Annotated[int, typer.Option("--warmup", help="untimed warm-up calls")]
-Iterations = Annotated[int, typer.Option("--iterations", help="minimum timed iterations")]
-MinTime = Annotated[float, typer.Option("--min-time", help="minimum seconds of timed iterations")]
-MaxTime = Annotated[float, typer.Option("--max-time", help="stop timing after this many seconds")]
-TimeLimit = Annotated[float, typer.Option("--time-limit", help="a cell running longer fails (seconds)")]
-MemLimit = Annotated[Optional[int], typer.Option("--memory-limit-mb", help="address-space cap for CPU cells (MiB)")]
-Baseline = Annotated[Optional[str], typer.Option("--baseline", help="device the speedups are against (default: the first)")]
+# The spec flags: (parameter, type, default, flag names, help). One list drives run and submit.
+SPEC_FLAGS = [
+    ("devices", str, "cpu", ("--devices", "-d"), "comma-separated devices or pools, baseline first: cpu,cuda"),
+    ("batch_sizes", str, "1,8", ("--batch-sizes", "-b"), "comma-separated batch sizes"),
+    ("seq_lens", str, "128", ("--seq-lens",), "comma-separated sequence lengths"),
+    ("dtypes", str, "fp32", ("--dtypes",), "comma-separated dtypes: fp32, fp16, bf16"),
+    ("model", str, DEFAULT_MODEL, ("--model",), "Hugging Face id or local model directory"),
+    ("weights", str, "auto", ("--weights",), "auto | pretrained | random"),
+    ("input_", str, "synthetic", ("--input",), "synthetic token ids or text through the tokenizer"),
+    ("warmup", int, 3, ("--warmup",), "untimed warm-up calls"),
+    ("iterations", int, 10, ("--iterations",), "minimum timed iterations"),
+    ("min_time", float, 2.0, ("--min-time",), "minimum seconds of timed iterations"),
+    ("max_time", float, 120.0, ("--max-time",), "stop timing after this many seconds"),
+    ("time_limit", float, 900.0, ("--time-limit",), "a cell running longer fails (seconds)"),
+    ("memory_limit_mb", Optional[int], None, ("--memory-limit-mb",), "address-space cap for CPU cells (MiB)"),
+    ("baseline", Optional[str], None, ("--baseline",), "device the speedups are against (default: the first)"),
+]
+
+
+def spec_options(**defaults):
+    """Give a command the spec flags (with its own defaults) and call it with ``spec=RunSpec``.
+
+    Typer reads the parameters from ``__signature__``, so the flags are declared once.
+    """
+    def decorate(fn):
+        hints = typing.get_type_hints(fn, include_extras=True)  # resolve the command's own string annotations
+        own = [p.replace(annotation=hints.get(p.name, p.annotation), kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in inspect.signature(fn).parameters.values() if p.name != "spec"]
+        flags = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(name, default),
+                                   annotation=Annotated[kind, typer.Option(*names, help=text)])
+                 for name, kind, default, names, text in SPEC_FLAGS]
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            spec = build_spec(**{name: kwargs.pop(name) for name, *_ in SPEC_FLAGS})
+            return fn(spec=spec, **kwargs)
+
+        del command.__wrapped__  # Typer must see the new signature, not the wrapped one
+        command.__annotations__ = {}
+        command.__signature__ = inspect.Signature(flags + own)
+        return command
+    return decorate
+
+
 Broker = Annotated[Optional[str], typer.Option("--broker", help="redis:// or rediss:// URL (default $BENCHCTL_BROKER_URL or redis://localhost:6379/0)")]
 
 
 def build_spec(devices, batch_sizes, seq_lens, dtypes, model, weights, input_, warmup, iterations, min_time, max_time,
                time_limit, memory_limit_mb, baseline) -> RunSpec:
+    """The flags' strings -> a validated RunSpec (SpecError with one line otherwise)."""
     from bench_protocol.model_config import check_seq_lens
 
     spec = RunSpec(
