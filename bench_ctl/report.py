@@ -77,7 +77,6 @@ def _system_lines(fp: dict, gpu: bool) -> list[str]:
 
 def _interpretation(table: pd.DataFrame, pools: list[str], baseline: str) -> tuple[list, str]:
     labels = {p: column_prefix(p) for p in pools}
-    base = labels[baseline]
     others = [p for p in pools if p != baseline]
     items: list = []
     bs = table["batch_size"]

@@ -1,7 +1,5 @@
 """Distributed runs on real parts: our own redis-server, bench-worker subprocesses, the CLI."""
 
-import json
-import subprocess
 import threading
 
 import pandas as pd

@@ -62,7 +62,7 @@ def test_killed_worker_cell_is_measured_again_once(redis_server, workers, tiny_m
 def test_a_delivery_of_a_cell_in_measurement_waits_instead_of_measuring(redis_server, workers, tiny_model):
     """The visibility-timeout trap (celery#5935): a second delivery while the cell still runs."""
     r = redis_server.client()
-    a = workers(redis_server.url, name="cpu-a@test", env=ENV, client=r)
+    workers(redis_server.url, name="cpu-a@test", env=ENV, client=r)
     run_id = submit(redis_server.url, tiny_model, "--min-time", "6", "--iterations", "1", batches="1")
     cell_id = f"{run_id}:cpu:b1:s16:fp32"
     wait_for(lambda: r.get(keys.worker_current("cpu-a@test")) == cell_id, 60, "worker a to start the cell")

@@ -1,7 +1,6 @@
 """What a worker trusts and what it refuses: JSON only, validated specs, no remote code, no
 paths outside its models directory; passwords never shown; TLS and ACL users work."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -61,7 +60,7 @@ def test_worker_refuses_crafted_tasks_and_foreign_paths(redis_server, workers, t
     from bench_protocol.celery_app import make_app
 
     r = redis_server.client()
-    w = workers(redis_server.url, client=r)
+    workers(redis_server.url, client=r)
     app = make_app(BrokerConfig.resolve(redis_server.url))
     crafted = {"run_id": "20260101-000000-abcdef", "pool": "cpu", "batch_size": 1, "seq_len": 8, "dtype": "fp32",
                "model": {"model": str(tiny_model), "trust_remote_code": True}}
