@@ -76,6 +76,10 @@ def make_app(broker: BrokerConfig):
         accept_content=ACCEPT_CONTENT,
         result_accept_content=ACCEPT_CONTENT,
         task_acks_late=ACKS_LATE,
+        # A backstop for a message that carries no limits of its own: no cell outlives the
+        # visibility timeout. submit sends each cell's own (smaller) limits.
+        task_soft_time_limit=max_time_limit(),
+        task_time_limit=max_time_limit() + HARD_LIMIT_GRACE,
         task_reject_on_worker_lost=REJECT_ON_WORKER_LOST,
         worker_prefetch_multiplier=PREFETCH_MULTIPLIER,
         worker_concurrency=CONCURRENCY,
