@@ -3,7 +3,6 @@ and each worker's fingerprint into one results document."""
 
 from __future__ import annotations
 
-import json
 import time
 
 from bench_protocol.records import FINISHED, error_record, results_document
@@ -11,21 +10,14 @@ from bench_protocol.records import FINISHED, error_record, results_document
 from .store import ControllerStore
 
 POLL_S = 0.5
-# A cell killed by its hard time limit leaves no record of its own, only Celery's FAILURE.
-_BACKEND_KEY = "celery-task-meta-{}"
 
 
 def reconcile_failures(store: ControllerStore, run_id: str, states: dict[str, str], spec: dict) -> int:
-    """Turn Celery FAILURE results of unfinished cells into error records."""
+    """Turn Celery FAILURE results of unfinished cells into error records: a cell killed by its
+    hard time limit leaves no record of its own, only Celery's FAILURE."""
     open_cells = [c for c, s in states.items() if s in ("queued", "running")]
-    if not open_cells:
-        return 0
-    raws = store._guard(lambda: store.r.mget([_BACKEND_KEY.format(c) for c in open_cells]))
     made = 0
-    for cell_id, raw in zip(open_cells, raws):
-        if not raw:
-            continue
-        meta = json.loads(raw)
+    for cell_id, meta in store.backend_results(open_cells).items():
         if meta.get("status") != "FAILURE":
             continue
         exc = (meta.get("result") or {}).get("exc_type", "error")

@@ -20,7 +20,7 @@ from . import report
 from .document import Image, to_html, to_markdown
 from .frame import cells_frame
 from .outdir import make_out_dir
-from .tables import combinations, comparison_table
+from .tables import comparison_tables
 
 REPORT_SCHEMA = "benchctl.report"
 REPORT_SCHEMA_VERSION = 1
@@ -43,20 +43,18 @@ def render_all(doc: dict, out: str | Path) -> dict[str, Path]:
                 images.append(Image(title, name, f"data:image/png;base64,{data}"))
         except ImportError as exc:
             plot_note = f"plots skipped: {exc}"
-        document = report.build(doc, frame, images)
+        tables = comparison_tables(frame, pools, baseline)
+        document = report.build(doc, frame, images, tables)
         title = document.blocks[0].text
         (stage / "results.json").write_text(dumps(doc), encoding="utf-8")
         frame.to_csv(stage / "results.csv", index=False)
         (stage / "report.md").write_text(to_markdown(document), encoding="utf-8")
         (stage / "report.html").write_text(to_html(document, title), encoding="utf-8")
-        tables = {}
-        for seq_len, dtype in combinations(frame):
-            sub = frame[(frame["seq_len"] == seq_len) & (frame["dtype"] == dtype)]
-            tables[f"s{seq_len}_{dtype}"] = json.loads(comparison_table(sub, pools, baseline).to_json(orient="records"))
         report_doc = {
             "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION,
             "title": title, "run": doc.get("run"), "pools": pools, "baseline": baseline,
-            "model": report.model_info(doc), "comparison": tables,
+            "model": report.model_info(doc),
+            "comparison": {f"s{s}_{d}": json.loads(t.to_json(orient="records")) for (s, d), t in tables.items()},
             "cells": json.loads(frame.to_json(orient="records")),
             "fingerprints": doc["fingerprints"], "missing": doc.get("missing", []),
             "plots": [i.filename for i in images], "notes": [plot_note] if plot_note else [],

@@ -8,7 +8,7 @@ import pandas as pd
 
 from .document import Bullets, Document, Heading, Image, Para, Table
 from .labels import column_prefix, display_name, is_gpu_pool, model_display
-from .tables import combinations, comparison_table, detail_table, dtype_table, speedup_name
+from .tables import comparison_tables, detail_table, dtype_table, speedup_name
 
 MIXED_KEYS = ("cpu_model", "logical_cores", "physical_cores", "memory_gb", "torch", "cuda_version", "gpus", "torch_threads", "platform")
 
@@ -141,7 +141,8 @@ def _interpretation(table: pd.DataFrame, pools: list[str], baseline: str) -> tup
     return items, conclusion
 
 
-def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None) -> Document:
+def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tables: dict | None = None) -> Document:
+    """The report's blocks; ``tables`` are the comparison tables when the caller has them already."""
     pools = run_pools(doc)
     baseline = run_baseline(doc, pools)
     info = model_info(doc)
@@ -172,11 +173,9 @@ def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None) -> 
                    f"Parameters: {info['parameters']:,}" if info.get("parameters") else "Parameters: unknown",
                    f"Weights: {info.get('weights', 'unknown')} ({info.get('weights_source', 'unknown')})"]),
           Heading(2, "Performance Comparison"))
-    combos = combinations(frame)
+    combos = tables if tables is not None else comparison_tables(frame, pools, baseline)
     conclusions = []
-    for seq_len, dtype in combos:
-        sub = frame[(frame["seq_len"] == seq_len) & (frame["dtype"] == dtype)]
-        table = comparison_table(sub, pools, baseline)
+    for (seq_len, dtype), table in combos.items():
         if len(combos) > 1:
             d.add(Heading(3, f"Sequence length {seq_len}, {dtype}"))
         d.add(Table(table))

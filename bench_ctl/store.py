@@ -76,6 +76,13 @@ class ControllerStore:
             pipe.execute()
         self._guard(write)
 
+    def backend_results(self, cell_ids: list[str]) -> dict[str, dict]:
+        """Celery's stored results (celery-task-meta-{task id}) of these cells, where there are any."""
+        if not cell_ids:
+            return {}
+        raws = self._guard(lambda: self.r.mget([f"celery-task-meta-{c}" for c in cell_ids]))
+        return {c: json.loads(raw) for c, raw in zip(cell_ids, raws) if raw}
+
     def holders(self, cell_ids: list[str]) -> dict[str, str]:
         if not cell_ids:
             return {}

@@ -54,6 +54,12 @@ def combinations(frame: pd.DataFrame) -> list[tuple[int, str]]:
     return [(int(s), str(d)) for s, d in pairs.itertuples(index=False)]
 
 
+def comparison_tables(frame: pd.DataFrame, pools: list[str], baseline: str) -> dict[tuple[int, str], pd.DataFrame]:
+    """The Performance Comparison of a run: one table per (seq_len, dtype)."""
+    return {(s, d): comparison_table(frame[(frame["seq_len"] == s) & (frame["dtype"] == d)], pools, baseline)
+            for s, d in combinations(frame)}
+
+
 def detail_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Beyond the seed: distribution, tokens/s, energy, validity and host per measured cell."""
     ok = frame[frame["status"] == "ok"].copy()

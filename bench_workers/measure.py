@@ -31,6 +31,10 @@ from .trackers.rss import PeakRssTracker
 log = logging.getLogger("benchctl.measure")
 
 
+# What a tracker says about itself (kept under "trackers"); the rest of its result are metrics.
+TRACKER_STATUS_KEYS = ("available", "reason", "method", "energy_method")
+
+
 class CellTimeout(Exception):
     pass
 
@@ -219,14 +223,15 @@ def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, 
         elapsed = time.perf_counter() - t_start
         del feeds
 
-    results = {t.__class__.__name__: t.result() for t in trackers}
-    lat = results.pop("LatencyTracker")
+    lat = latency.result()
     metrics = dict(lat)
     tracker_status = {}
-    for tracker in trackers[1:]:
+    for tracker in trackers:
+        if tracker is latency:
+            continue
         res = tracker.result()
-        tracker_status[tracker.name] = {k: v for k, v in res.items() if k in ("available", "reason", "method", "energy_method")}
-        metrics.update({k: v for k, v in res.items() if k not in ("available", "reason", "method", "energy_method")})
+        tracker_status[tracker.name] = {k: v for k, v in res.items() if k in TRACKER_STATUS_KEYS}
+        metrics.update({k: v for k, v in res.items() if k not in TRACKER_STATUS_KEYS})
     items = lat["timed_items"] or 0
     for src, dst in (("gpu_energy_j", "gpu_energy_j_per_sample"), ("cpu_energy_j", "cpu_energy_j_per_sample")):
         metrics[dst] = metrics[src] / items if metrics.get(src) is not None and items else None
