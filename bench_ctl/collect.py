@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from bench_protocol.records import FINISHED, error_record, results_document
+from bench_protocol.spec import parse_cell_id
 
 from .store import ControllerStore
 
@@ -27,9 +28,8 @@ def reconcile_failures(store: ControllerStore, run_id: str, states: dict[str, st
         message = f"{exc}: {(meta.get('result') or {}).get('exc_message')}"
         if kind == "time_limit":
             message = f"hard time limit exceeded ({exc}); the cell was killed"
-        pool, b, s, dtype = cell_id.split(":")[1:]
-        store.put_record(error_record({"cell_id": cell_id, "run_id": run_id, "pool": pool, "batch_size": int(b[1:]),
-                                       "seq_len": int(s[1:]), "dtype": dtype}, kind, message, worker=None, host=None))
+        coords = parse_cell_id(cell_id)
+        store.put_record(error_record({"cell_id": cell_id, **coords}, kind, message, worker=None, host=None))
         states[cell_id] = "error"
         made += 1
     return made

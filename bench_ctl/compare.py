@@ -5,9 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bench_protocol.spec import AXES
+
 from .frame import cells_frame
 
-KEY = ["pool", "batch_size", "seq_len", "dtype"]
+KEY = list(AXES)
+
+
+def noise_pct(cv_a, cv_b):
+    """Relative noise (%) of a ratio of two means: twice their combined per-iteration spread,
+    never below 1%. Numbers or arrays; an unknown CV counts as 0."""
+    a = np.nan_to_num(np.asarray(cv_a, dtype="float64"))
+    b = np.nan_to_num(np.asarray(cv_b, dtype="float64"))
+    return np.maximum(100 * 2 * np.sqrt(a**2 + b**2), 1.0)
 
 
 def compare(old_doc: dict, new_doc: dict) -> pd.DataFrame:
@@ -16,8 +26,7 @@ def compare(old_doc: dict, new_doc: dict) -> pd.DataFrame:
     both = old[old.status == "ok"][cols].merge(new[new.status == "ok"][cols], on=KEY, suffixes=("_old", "_new"))
     both["latency_change_pct"] = 100 * (both["latency_ms_mean_new"] / both["latency_ms_mean_old"] - 1)
     both["throughput_change_pct"] = 100 * (both["throughput_mean_new"] / both["throughput_mean_old"] - 1)
-    # Noise: two combined per-iteration spreads (relative), never below 1%.
-    both["noise_pct"] = np.maximum(100 * 2 * np.sqrt(both["latency_cv_old"].fillna(0) ** 2 + both["latency_cv_new"].fillna(0) ** 2), 1.0)
+    both["noise_pct"] = noise_pct(both["latency_cv_old"], both["latency_cv_new"])
     beyond = both["latency_change_pct"].abs() > both["noise_pct"]
     both["verdict"] = np.where(~beyond, "within noise", np.where(both["latency_change_pct"] > 0, "REGRESSION", "improvement"))
     return both[KEY + ["latency_ms_mean_old", "latency_ms_mean_new", "latency_change_pct", "throughput_mean_old",

@@ -9,18 +9,26 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench_protocol.spec import AXES, AXIS_DEFAULTS, COMBO_AXES
+
 from .labels import column_prefix, is_gpu_pool
 
 CV_THRESHOLD = 0.10  # coefficient of variation above which a mean is not trusted
 
-COLUMNS = [
-    "run_id", "cell_id", "pool", "label", "device", "batch_size", "seq_len", "dtype", "status", "error_type", "error",
-    "valid", "invalid_reason", "host", "worker", "fingerprint_id", "weights",
-    "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "latency_ms_std",
-    "latency_ms_min", "latency_ms_max", "latency_cv", "n_iterations",
+# Metrics taken from a record's "metrics" as they are (FLOPs and ceilings: bench_workers/roofline.py).
+PLAIN_METRICS = [
     "throughput_mean", "throughput_measured", "tokens_per_s",
     "cpu_memory_mb_max", "gpu_memory_mb_max", "gpu_avg_power_w", "gpu_energy_j_per_sample", "cpu_energy_j_per_sample",
-    "first_call_ms", "load_s", "tokenize_ms",
+    "first_call_ms", "load_s", "tokenize_ms", "compile_s", "recompilations",
+    "flops_per_forward", "flops_per_item", "tflops_achieved", "peak_tflops_measured", "pct_peak_measured",
+    "peak_tflops_spec", "pct_peak_spec", "weight_bytes", "effective_gbps", "bandwidth_gbps_measured",
+    "pct_bandwidth_measured", "arithmetic_intensity",
+]
+COLUMNS = [
+    "run_id", "cell_id", "label", "device", *AXES, "status", "error_type", "error",
+    "valid", "invalid_reason", "host", "worker", "fingerprint_id", "weights",
+    "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "latency_ms_std",
+    "latency_ms_min", "latency_ms_max", "latency_cv", "n_iterations", *PLAIN_METRICS,
 ]
 
 
@@ -51,9 +59,9 @@ def cells_frame(doc: dict) -> pd.DataFrame:
         err = rec.get("error") or {}
         valid, reason = _validity(rec)
         rows.append({
-            "run_id": rec.get("run_id"), "cell_id": rec.get("cell_id"), "pool": rec.get("pool"),
+            "run_id": rec.get("run_id"), "cell_id": rec.get("cell_id"),
             "label": column_prefix(rec.get("pool", "")), "device": rec.get("device"),
-            "batch_size": rec.get("batch_size"), "seq_len": rec.get("seq_len"), "dtype": rec.get("dtype"),
+            **{axis: rec.get(axis, AXIS_DEFAULTS.get(axis)) for axis in AXES},
             "status": rec.get("status"), "error_type": err.get("type"), "error": err.get("message"),
             "valid": valid, "invalid_reason": reason,
             "host": rec.get("host"), "worker": rec.get("worker"), "fingerprint_id": rec.get("fingerprint_id"),
@@ -62,11 +70,9 @@ def cells_frame(doc: dict) -> pd.DataFrame:
             "latency_ms_p95": lat.get("p95"), "latency_ms_p99": lat.get("p99"), "latency_ms_std": lat.get("std"),
             "latency_ms_min": lat.get("min"), "latency_ms_max": lat.get("max"), "latency_cv": lat.get("cv"),
             "n_iterations": lat.get("n"),
-            **{k: m.get(k) for k in ("throughput_mean", "throughput_measured", "tokens_per_s", "cpu_memory_mb_max",
-                                     "gpu_memory_mb_max", "gpu_avg_power_w", "gpu_energy_j_per_sample",
-                                     "cpu_energy_j_per_sample", "first_call_ms", "load_s", "tokenize_ms")},
+            **{k: m.get(k) for k in PLAIN_METRICS},
         })
     frame = pd.DataFrame(rows, columns=COLUMNS)
     numeric = COLUMNS[COLUMNS.index("latency_ms_mean"):]
     frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce").astype("float64")
-    return frame.sort_values(["pool", "dtype", "seq_len", "batch_size"], kind="stable").reset_index(drop=True)
+    return frame.sort_values(["pool", *COMBO_AXES, "batch_size"], kind="stable").reset_index(drop=True)

@@ -20,6 +20,7 @@ SPEC_FLAGS = [
     ("batch_sizes", str, "1,8", ("--batch-sizes", "-b"), "comma-separated batch sizes"),
     ("seq_lens", str, "128", ("--seq-lens",), "comma-separated sequence lengths"),
     ("dtypes", str, "fp32", ("--dtypes",), "comma-separated dtypes: fp32, fp16, bf16"),
+    ("variants", str, "eager", ("--variants",), "comma-separated ways to run the model: eager, compile, cudagraph"),
     ("model", str, DEFAULT_MODEL, ("--model",), "Hugging Face id or local model directory"),
     ("weights", str, "auto", ("--weights",), "auto | pretrained | random"),
     ("input_", str, "synthetic", ("--input",), "synthetic token ids or text through the tokenizer"),
@@ -30,6 +31,8 @@ SPEC_FLAGS = [
     ("time_limit", float, 900.0, ("--time-limit",), "a cell running longer fails (seconds)"),
     ("memory_limit_mb", Optional[int], None, ("--memory-limit-mb",), "address-space cap for CPU cells (MiB)"),
     ("baseline", Optional[str], None, ("--baseline",), "device the speedups are against (default: the first)"),
+    ("latency_budget_ms", Optional[float], None, ("--latency-budget-ms",),
+     "the fastest way to run the model counts only cells whose p99 latency fits this budget"),
 ]
 
 
@@ -61,8 +64,8 @@ def spec_options(**defaults):
 Broker = Annotated[Optional[str], typer.Option("--broker", help="redis:// or rediss:// URL (default $BENCHCTL_BROKER_URL or redis://localhost:6379/0)")]
 
 
-def build_spec(devices, batch_sizes, seq_lens, dtypes, model, weights, input_, warmup, iterations, min_time, max_time,
-               time_limit, memory_limit_mb, baseline) -> RunSpec:
+def build_spec(devices, batch_sizes, seq_lens, dtypes, variants, model, weights, input_, warmup, iterations, min_time,
+               max_time, time_limit, memory_limit_mb, baseline, latency_budget_ms) -> RunSpec:
     """The flags' strings -> a validated RunSpec (SpecError with one line otherwise)."""
     from bench_protocol.model_config import check_seq_lens
 
@@ -71,10 +74,12 @@ def build_spec(devices, batch_sizes, seq_lens, dtypes, model, weights, input_, w
         batch_sizes=parse_int_list(batch_sizes, "batch size"),
         seq_lens=parse_int_list(seq_lens, "sequence length"),
         dtypes=parse_name_list(dtypes, "dtype"),
+        variants=parse_name_list(variants, "variant"),
         model=ModelRef(model=model, weights=weights, input=input_),
         rules=MeasureRules(warmup=warmup, min_iterations=iterations, min_time=min_time, max_time=max_time,
                            time_limit=time_limit, memory_limit_mb=memory_limit_mb),
         baseline=baseline,
+        latency_budget_ms=latency_budget_ms,
     )
     check_seq_lens(model, spec.seq_lens)
     return spec

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+from bench_protocol.spec import COMBO_AXES
 
 from .labels import column_prefix, display_name
 
 
 def _series(frame: pd.DataFrame):
+    """One line per pool and combination of the other axes (sequence length, dtype, variant)."""
     ok = frame[frame["status"] == "ok"]
-    multi = ok[["seq_len", "dtype"]].drop_duplicates().shape[0] > 1
-    for (pool, seq, dtype), grp in ok.groupby(["pool", "seq_len", "dtype"], sort=False):
-        label = display_name(pool) + (f" s{seq} {dtype}" if multi else "")
-        yield (pool, seq, dtype), label, grp.sort_values("batch_size")
+    varying = [a for a in COMBO_AXES if ok[a].nunique() > 1]
+    for key, grp in ok.groupby(["pool", *COMBO_AXES], sort=False):
+        values = dict(zip(["pool", *COMBO_AXES], key))
+        label = display_name(values["pool"]) + "".join(f" {'s' if a == 'seq_len' else ''}{values[a]}" for a in varying)
+        yield key, label, grp.sort_values("batch_size")
 
 
 def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Path) -> list[tuple[str, str]]:
@@ -70,13 +75,14 @@ def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Pa
 
     # Speedup of every pool over the baseline, by throughput.
     ok = frame[frame["status"] == "ok"]
-    base = ok[ok["pool"] == baseline].set_index(["seq_len", "dtype", "batch_size"])["throughput_mean"]
+    index = [*COMBO_AXES, "batch_size"]
+    base = ok[ok["pool"] == baseline].set_index(index)["throughput_mean"]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     drew = False
-    for (pool, seq, dtype), label, g in _series(frame):
-        if pool == baseline:
+    for key, label, g in _series(frame):
+        if key[0] == baseline:
             continue
-        s = g.set_index(["seq_len", "dtype", "batch_size"])["throughput_mean"] / base
+        s = g.set_index(index)["throughput_mean"] / base
         s = s.dropna()
         if len(s):
             ax.plot(s.index.get_level_values("batch_size"), s.values, marker="o", label=f"{label} / {display_name(baseline)}")
@@ -91,4 +97,38 @@ def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Pa
         save(fig, "speedup.png", "Speedup vs batch size")
     else:
         plt.close(fig)
+    roofline(frame, pools, plt, save)
     return written
+
+
+def roofline(frame: pd.DataFrame, pools: list[str], plt, save) -> None:
+    """Per pool, log-log: the measured compute ceilings (one per dtype) and the measured bandwidth
+    line, and one point per cell at (FLOP per weight byte, achieved TFLOP/s)."""
+    ok = frame[(frame["status"] == "ok") & frame["tflops_achieved"].notna() & frame["arithmetic_intensity"].notna()]
+    shown = [p for p in pools if p in set(ok["pool"])]
+    if not shown:
+        return
+    fig, axes = plt.subplots(1, len(shown), figsize=(6.2 * len(shown), 4.4), squeeze=False)
+    for ax, pool in zip(axes[0], shown):
+        cells = ok[ok["pool"] == pool]
+        lo = min(cells["arithmetic_intensity"].min() / 4, 1.0)
+        hi = max(cells["arithmetic_intensity"].max() * 4, 1e3)
+        xs = np.geomspace(lo, hi, 64)
+        bandwidth = cells["bandwidth_gbps_measured"].max()
+        for dtype, peak in cells.groupby("dtype")["peak_tflops_measured"].max().dropna().items():
+            roof = np.minimum(peak, bandwidth * xs / 1e3) if bandwidth == bandwidth else np.full_like(xs, peak)
+            ax.plot(xs, roof, lw=1.5, label=f"ceiling {dtype}: {peak:.3g} TFLOP/s, {bandwidth:.3g} GB/s")
+        for (dtype, variant), g in cells.groupby(["dtype", "variant"], sort=False):
+            ax.scatter(g["arithmetic_intensity"], g["tflops_achieved"], zorder=3, label=f"{dtype} {variant}")
+        invalid = cells[cells["valid"] == False]  # noqa: E712 (object column)
+        if len(invalid):
+            ax.scatter(invalid["arithmetic_intensity"], invalid["tflops_achieved"], zorder=4, marker="x", color="red",
+                       label="INVALID")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("arithmetic intensity (FLOP per weight byte)")
+        ax.set_ylabel("TFLOP/s")
+        ax.set_title(f"Roofline: {display_name(pool)}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    save(fig, "roofline.png", "Roofline per pool")

@@ -20,10 +20,10 @@ from . import report
 from .document import Image, to_html, to_markdown
 from .frame import cells_frame
 from .outdir import make_out_dir
-from .tables import comparison_tables
+from .tables import combo_key, comparison_tables
 
 REPORT_SCHEMA = "benchctl.report"
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2  # 2: comparison keys name every combination axis (s128_fp32_eager)
 
 
 def render_all(doc: dict, out: str | Path) -> dict[str, Path]:
@@ -54,7 +54,7 @@ def render_all(doc: dict, out: str | Path) -> dict[str, Path]:
             "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION,
             "title": title, "run": doc.get("run"), "pools": pools, "baseline": baseline,
             "model": report.model_info(doc),
-            "comparison": {f"s{s}_{d}": json.loads(t.to_json(orient="records")) for (s, d), t in tables.items()},
+            "comparison": {combo_key(c): json.loads(t.to_json(orient="records")) for c, t in tables.items()},
             "cells": json.loads(frame.to_json(orient="records")),
             "fingerprints": doc["fingerprints"], "missing": doc.get("missing", []),
             "plots": [i.filename for i in images], "notes": [plot_note] if plot_note else [],

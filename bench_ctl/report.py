@@ -6,9 +6,12 @@ import math
 
 import pandas as pd
 
+from .compare import noise_pct
 from .document import Bullets, Document, Heading, Image, Para, Table
+from .fastest import candidates, fastest_ways, sentence, winner
 from .labels import column_prefix, display_name, is_gpu_pool, model_display
-from .tables import comparison_tables, detail_table, dtype_table, speedup_name
+from .tables import (AXIS_HEADERS, combo_cells, combo_title, comparison_tables, detail_table, dtype_table,
+                     efficiency_table, speedup_name)
 
 MIXED_KEYS = ("cpu_model", "logical_cores", "physical_cores", "memory_gb", "torch", "cuda_version", "gpus", "torch_threads", "platform")
 
@@ -29,6 +32,11 @@ def run_pools(doc: dict) -> list[str]:
 def run_baseline(doc: dict, pools: list[str]) -> str:
     base = doc.get("run", {}).get("spec", {}).get("baseline")
     return base if base in pools else pools[0]
+
+
+def run_budget(doc: dict) -> float | None:
+    """The p99 latency budget (ms) the fastest way must fit, from the run's spec (or report's override)."""
+    return doc.get("run", {}).get("spec", {}).get("latency_budget_ms")
 
 
 def model_info(doc: dict) -> dict:
@@ -75,29 +83,93 @@ def _system_lines(fp: dict, gpu: bool) -> list[str]:
     return lines
 
 
-def _interpretation(table: pd.DataFrame, pools: list[str], baseline: str) -> tuple[list, str]:
+def _avg_noise(cells: pd.DataFrame, base: str, other: str) -> float:
+    """The mean noise (%) of the per-batch ratios between two pools (compare's estimate)."""
+    cv = cells[cells["status"] == "ok"].pivot_table(index="batch_size", columns="pool", values="latency_cv", aggfunc="first")
+    if base not in cv or other not in cv:
+        return 1.0
+    both = cv[[base, other]].dropna(how="all")
+    return float(noise_pct(both[base], both[other]).mean()) if len(both) else 1.0
+
+
+def _speedup_sentences(table: pd.DataFrame, cells: pd.DataFrame, pools: list[str], baseline: str):
+    """The Latency and Throughput bullets; returns them and the pool of the best average throughput."""
     labels = {p: column_prefix(p) for p in pools}
     others = [p for p in pools if p != baseline]
-    items: list = []
     bs = table["batch_size"]
-    best_other, best_avg = None, None
+    items: list = []
+    best = None  # (average throughput ratio, pool, noise %)
     for other in others:
-        o = labels[other]
-        for metric, noun in (("latency_ms_mean", "latency"), ("throughput_mean", "throughput")):
+        o, a, b = labels[other], display_name(other), display_name(baseline)
+        noise = _avg_noise(cells, baseline, other)
+        for metric in ("latency_ms_mean", "throughput_mean"):
             s = table[speedup_name(metric, o, len(others))]
             if s.notna().sum() == 0:
                 continue
             avg, imax = s.mean(), s.idxmax()
+            tie = abs(avg - 1) * 100 <= noise
             if metric == "latency_ms_mean":
-                head = (f"**Latency**: {display_name(other)} is on average {avg:.2f}x faster than {display_name(baseline)}."
-                        if avg >= 1 else f"**Latency**: {display_name(other)} is on average {1 / avg:.2f}x slower than {display_name(baseline)}.")
+                if tie:
+                    head = f"**Latency**: {a} and {b} are the same within noise (on average {avg:.2f}x, noise ±{noise:.1f}%)."
+                elif avg >= 1:
+                    head = f"**Latency**: {a} is on average {avg:.2f}x faster than {b}."
+                else:
+                    head = f"**Latency**: {a} is on average {1 / avg:.2f}x slower than {b}."
                 sub = f"The maximum speedup of {s[imax]:.2f}x is achieved at batch size {_fmt_bs(bs[imax])}."
             else:
-                head = f"**Throughput**: {display_name(other)} achieves on average {avg:.2f}x {'higher' if avg >= 1 else 'the'} throughput {'than' if avg >= 1 else 'of'} {display_name(baseline)}."
+                if tie:
+                    head = f"**Throughput**: {a} and {b} reach the same throughput within noise (on average {avg:.2f}x, noise ±{noise:.1f}%)."
+                else:
+                    head = f"**Throughput**: {a} achieves on average {avg:.2f}x {'higher' if avg >= 1 else 'the'} throughput {'than' if avg >= 1 else 'of'} {b}."
                 sub = f"The maximum throughput improvement of {s[imax]:.2f}x is achieved at batch size {_fmt_bs(bs[imax])}."
-                if best_avg is None or avg > best_avg:
-                    best_other, best_avg = other, avg
+                if best is None or avg > best[0]:
+                    best = (avg, other, noise)
             items.append((head, [sub]))
+    return items, best
+
+
+def _recommendation(cells: pd.DataFrame, budget_ms: float | None) -> str | None:
+    """The pool and batch size of the highest VALID throughput in one table, or a tie within noise."""
+    ranked = candidates(cells, budget_ms)
+    best, second, margin, noise = winner(ranked)
+    budget = f" within a p99 budget of {budget_ms:g} ms" if budget_ms is not None else ""
+    if best is None:
+        return (f"**Recommendation**: none: no VALID cell{budget} to recommend." if len(cells[cells["status"] == "ok"])
+                else None)
+    head = f"**Recommendation**: For optimal performance{budget}, use batch size {_fmt_bs(best['batch_size'])} on {display_name(best['pool'])}."
+    if second is not None and margin <= noise:
+        head += (f" Batch size {_fmt_bs(second['batch_size'])} on {display_name(second['pool'])} ties with it within noise "
+                 f"({margin:.1f}% apart, noise ±{noise:.1f}%).")
+    return head
+
+
+def _peak_lines(doc: dict, pool: str, fingerprint_id: str | None) -> list[str]:
+    """The ceilings the pool's worker measured on this host (and the spec sheet's, where known)."""
+    gemm: dict[str, str] = {}
+    copy, spec = None, None
+    for rec in doc["cells"]:
+        pk = rec.get("peaks") or {}
+        if rec.get("pool") != pool or rec.get("fingerprint_id") != fingerprint_id or not pk.get("gemm_tflops"):
+            continue
+        gemm.setdefault(pk["gemm_dtype"], f"{pk['gemm_dtype']} {pk['gemm_tflops']:.3g} TFLOP/s (n={pk.get('gemm_size')})")
+        copy = copy or pk.get("copy_gbps")
+        if pk.get("spec_name"):
+            spec = spec or f"{pk['spec_name']}, {pk.get('spec_gbps'):g} GB/s"
+    lines = []
+    if gemm:
+        lines.append(f"Measured GEMM Peak: {', '.join(gemm.values())}")
+    if copy:
+        lines.append(f"Measured Copy Bandwidth: {copy:.3g} GB/s")
+    if spec:
+        lines.append(f"Spec-Sheet Peak: {spec}")
+    return lines
+
+
+def _interpretation(table: pd.DataFrame, cells: pd.DataFrame, pools: list[str], baseline: str,
+                    budget_ms: float | None = None) -> tuple[list, str]:
+    labels = {p: column_prefix(p) for p in pools}
+    bs = table["batch_size"]
+    items, best_other = _speedup_sentences(table, cells, pools, baseline)
     mem = []
     for i, b in bs.items():
         parts = []
@@ -116,26 +188,29 @@ def _interpretation(table: pd.DataFrame, pools: list[str], baseline: str) -> tup
             power.append(f"Batch size {b:.1f}: " + ", ".join(parts))
     if power or any(is_gpu_pool(p) for p in pools):
         items.append(("**Power Consumption**:", power or ["not measured (no NVML power readings)"]))
-    # Recommendation: the pool and batch size of the highest throughput in this table.
-    best = None
-    for p in pools:
-        col = f"{labels[p]}_throughput_mean"
-        if table[col].notna().any():
-            i = table[col].idxmax()
-            if best is None or table.at[i, col] > best[0]:
-                best = (table.at[i, col], p, bs[i])
-    if best:
-        items.append(f"**Recommendation**: For optimal performance, use batch size {_fmt_bs(best[2])} on {display_name(best[1])}.")
+    recommendation = _recommendation(cells, budget_ms)
+    if recommendation:
+        items.append(recommendation)
+    best_valid = candidates(cells)
     if best_other is not None:
-        if best_avg >= 1:
-            conclusion = (f"The {display_name(best_other)} provides significant performance benefits with an average of {best_avg:.2f}x "
-                          f"higher throughput compared to {display_name(baseline)} execution. For production deployments, "
-                          f"{display_name(best_other)} is recommended for maximum performance.")
+        avg, other, noise = best_other
+        a, b = display_name(other), display_name(baseline)
+        if abs(avg - 1) * 100 <= noise:
+            conclusion = (f"The {a} and the {b} reach the same throughput within noise (on average {avg:.2f}x, noise ±{noise:.1f}%): "
+                          f"neither is recommended over the other for maximum performance.")
+        elif avg >= 1:
+            conclusion = (f"The {a} provides significant performance benefits with an average of {avg:.2f}x "
+                          f"higher throughput compared to {b} execution. For production deployments, "
+                          f"{a} is recommended for maximum performance.")
         else:
-            conclusion = (f"The {display_name(best_other)} reaches on average only {best_avg:.2f}x the throughput of "
-                          f"{display_name(baseline)}. For production deployments, {display_name(baseline)} is recommended for maximum performance.")
-    elif best:
-        conclusion = f"Only {display_name(pools[0])} was measured; its highest throughput, {best[0]:.2f} items/s, comes at batch size {_fmt_bs(best[2])}."
+            conclusion = (f"The {a} reaches on average only {avg:.2f}x the throughput of "
+                          f"{b}. For production deployments, {b} is recommended for maximum performance.")
+    elif len(best_valid):
+        top = best_valid.iloc[0]
+        conclusion = (f"Only {display_name(pools[0])} was measured; its highest throughput, {top['throughput_mean']:.2f} items/s, "
+                      f"comes at batch size {_fmt_bs(top['batch_size'])}.")
+    elif len(cells[cells["status"] == "ok"]):
+        conclusion = "Every measured cell is INVALID (see Details): there is nothing to recommend."
     else:
         conclusion = "No cell was measured successfully; see the failed cells below."
     return items, conclusion
@@ -161,7 +236,7 @@ def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tab
             continue
         for fp in fps:
             title = display_name(pool) if len(fps) == 1 else f"{display_name(pool)} ({fp.get('hostname')})"
-            d.add(Heading(3, title), Bullets(_system_lines(fp, is_gpu_pool(pool))))
+            d.add(Heading(3, title), Bullets(_system_lines(fp, is_gpu_pool(pool)) + _peak_lines(doc, pool, fp.get("fingerprint_id"))))
         if mixed_hardware(fps):
             warnings.append(f"**Warning**: pool {pool} mixed hardware: its cells were measured on {len(fps)} different hosts "
                             f"({', '.join(fp.get('hostname', '?') for fp in fps)}); compare its cells with care.")
@@ -174,21 +249,37 @@ def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tab
                    f"Weights: {info.get('weights', 'unknown')} ({info.get('weights_source', 'unknown')})"]),
           Heading(2, "Performance Comparison"))
     combos = tables if tables is not None else comparison_tables(frame, pools, baseline)
+    budget = run_budget(doc)
     conclusions = []
-    for (seq_len, dtype), table in combos.items():
+    for combo, table in combos.items():
         if len(combos) > 1:
-            d.add(Heading(3, f"Sequence length {seq_len}, {dtype}"))
+            d.add(Heading(3, combo_title(combo)))
         d.add(Table(table))
-        items, conclusion = _interpretation(table, pools, baseline)
+        items, conclusion = _interpretation(table, combo_cells(frame, combo), pools, baseline, budget)
         d.add(Heading(3 if len(combos) == 1 else 4, "Interpretation"), Bullets(items, loose=True))
-        conclusions.append((seq_len, dtype, conclusion))
+        conclusions.append((combo, conclusion))
     d.add(Heading(2, "Conclusion"))
     if len(conclusions) == 1:
-        d.add(Para(conclusions[0][2]))
+        d.add(Para(conclusions[0][1]))
     else:
-        d.add(Bullets([f"Sequence length {s}, {t}: {c}" for s, t, c in conclusions]))
+        d.add(Bullets([f"{combo_title(c)}: {text}" for c, text in conclusions]))
+    fastest = fastest_ways(frame, budget)
+    if len(candidates(frame)) > len(fastest):  # some pool had a choice to make
+        d.add(Para(" ".join(sentence(row) for _, row in fastest.iterrows())))
 
     # Beyond the seed.
+    d.add(Heading(2, "Fastest way to run it"),
+          Para("Per pool: the dtype, variant and batch size of the highest throughput among VALID cells"
+               + (f" whose p99 latency fits {budget:g} ms" if budget is not None else "")
+               + "; a winner is named only where it beats the runner-up beyond the noise of both."),
+          Table(fastest.rename(columns=AXIS_HEADERS), floatfmt=".4g"))
+    d.add(Heading(2, "How close to the hardware"),
+          Para("FLOPs per forward counted by torch's FlopCounterMode outside the timed window; TFLOP/s = FLOPs / mean "
+               "latency; peak_measured = the device's best square-GEMM rate in the cell's dtype, measured by the worker; "
+               "peak_spec = the GPU's spec-sheet dense rate where known; GB/s = weight bytes / mean latency against the "
+               "measured copy bandwidth; FLOP/byte = FLOPs / weight bytes."),
+          Table(efficiency_table(frame), floatfmt=".4g"))
+
     d.add(Heading(2, "Details"), Heading(3, "Latency distribution, tokens/s, energy and validity"))
     detail = detail_table(frame)
     d.add(Table(detail, floatfmt=".4g") if len(detail) else Para("No cell was measured successfully."))
@@ -201,8 +292,8 @@ def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tab
     failed = frame[frame["status"] != "ok"]
     d.add(Heading(3, "Failed cells"))
     if len(failed):
-        d.add(Table(failed[["pool", "batch_size", "seq_len", "dtype", "error_type", "error", "host"]]
-                    .rename(columns={"batch_size": "batch", "seq_len": "seq", "error_type": "kind"}), floatfmt=".4g"))
+        d.add(Table(failed[[*AXIS_HEADERS, "error_type", "error", "host"]]
+                    .rename(columns={**AXIS_HEADERS, "error_type": "kind"}), floatfmt=".4g"))
     else:
         d.add(Para("None: every cell was measured."))
     missing = doc.get("missing") or []

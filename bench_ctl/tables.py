@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench_protocol.spec import AXES, CELL_AXES, COMBO_AXES, DTYPES, VARIANTS
+
 from .labels import column_prefix, is_gpu_pool
 
 PIVOT_METRICS = ["latency_ms_mean", "throughput_mean", "cpu_memory_mb_max", "gpu_memory_mb_max", "gpu_avg_power_w"]
@@ -48,26 +50,70 @@ def comparison_table(frame: pd.DataFrame, pools: list[str], baseline: str) -> pd
     return out.reset_index(drop=True).astype("float64")
 
 
-def combinations(frame: pd.DataFrame) -> list[tuple[int, str]]:
-    """The (seq_len, dtype) pairs of a run, each of which gets its own table."""
-    pairs = frame[["seq_len", "dtype"]].drop_duplicates().sort_values(["dtype", "seq_len"])
-    return [(int(s), str(d)) for s, d in pairs.itertuples(index=False)]
+_KNOWN_ORDER = {"dtype": DTYPES, "variant": VARIANTS}
+_PREFIX = dict(CELL_AXES)
 
 
-def comparison_tables(frame: pd.DataFrame, pools: list[str], baseline: str) -> dict[tuple[int, str], pd.DataFrame]:
-    """The Performance Comparison of a run: one table per (seq_len, dtype)."""
-    return {(s, d): comparison_table(frame[(frame["seq_len"] == s) & (frame["dtype"] == d)], pools, baseline)
-            for s, d in combinations(frame)}
+def _order(axis: str, value) -> tuple:
+    known = _KNOWN_ORDER.get(axis, ())
+    return (known.index(value) if value in known else len(known), value)
+
+
+def combinations(frame: pd.DataFrame) -> list[tuple]:
+    """The combinations of COMBO_AXES values in a run (e.g. (128, 'fp32', 'eager')), each of
+    which gets its own table; dtypes and variants in their declared order."""
+    rows = frame[list(COMBO_AXES)].drop_duplicates().itertuples(index=False, name=None)
+    combos = [tuple(int(v) if _PREFIX[a] else str(v) for a, v in zip(COMBO_AXES, row)) for row in rows]
+    priority = ["dtype", "variant"] + [a for a in COMBO_AXES if a not in ("dtype", "variant")]
+    return sorted(combos, key=lambda c: [_order(a, c[COMBO_AXES.index(a)]) for a in priority])
+
+
+def combo_cells(frame: pd.DataFrame, combo: tuple) -> pd.DataFrame:
+    mask = pd.Series(True, index=frame.index)
+    for axis, value in zip(COMBO_AXES, combo):
+        mask &= frame[axis] == value
+    return frame[mask]
+
+
+def combo_title(combo: tuple) -> str:
+    """'Sequence length 128, fp32, eager'."""
+    names = {"seq_len": "Sequence length {}"}
+    return ", ".join(names.get(a, "{}").format(v) for a, v in zip(COMBO_AXES, combo))
+
+
+def combo_key(combo: tuple) -> str:
+    """'s128_fp32_eager' (report.json)."""
+    return "_".join(f"{_PREFIX[a]}{v}" for a, v in zip(COMBO_AXES, combo))
+
+
+def comparison_tables(frame: pd.DataFrame, pools: list[str], baseline: str) -> dict[tuple, pd.DataFrame]:
+    """The Performance Comparison of a run: one table per combination of COMBO_AXES."""
+    return {c: comparison_table(combo_cells(frame, c), pools, baseline) for c in combinations(frame)}
+
+
+AXIS_HEADERS = {a: {"batch_size": "batch", "seq_len": "seq"}.get(a, a) for a in AXES}
+
+
+def efficiency_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """How close each measured cell came to its device's ceilings (bench_workers/roofline.py)."""
+    ok = frame[frame["status"] == "ok"].copy()
+    ok["gflops_per_forward"] = ok["flops_per_forward"] / 1e9
+    cols = {**AXIS_HEADERS, "gflops_per_forward": "GFLOP/forward", "tflops_achieved": "TFLOP/s",
+            "peak_tflops_measured": "peak_measured", "pct_peak_measured": "%_peak_measured",
+            "peak_tflops_spec": "peak_spec", "pct_peak_spec": "%_peak_spec", "effective_gbps": "GB/s",
+            "bandwidth_gbps_measured": "bw_measured", "pct_bandwidth_measured": "%_bw_measured",
+            "arithmetic_intensity": "FLOP/byte", "compile_s": "compile_s", "recompilations": "recompiles"}
+    return ok[list(cols)].rename(columns=cols)
 
 
 def detail_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Beyond the seed: distribution, tokens/s, energy, validity and host per measured cell."""
     ok = frame[frame["status"] == "ok"].copy()
     ok["validity"] = ok["valid"].map({True: "VALID", False: "INVALID"})
-    cols = {"pool": "pool", "batch_size": "batch", "seq_len": "seq", "dtype": "dtype",
+    cols = {**AXIS_HEADERS,
             "latency_ms_p50": "p50_ms", "latency_ms_p99": "p99_ms", "latency_ms_std": "std_ms",
             "latency_cv": "cv", "n_iterations": "n", "throughput_measured": "items_per_s",
-            "tokens_per_s": "tokens_per_s", "gpu_energy_j_per_sample": "gpu_j_per_sample",
+            "tokens_per_s": "tokens_per_s", "tflops_achieved": "TFLOP/s", "gpu_energy_j_per_sample": "gpu_j_per_sample",
             "cpu_energy_j_per_sample": "cpu_j_per_sample", "validity": "validity", "host": "host"}
     return ok[list(cols)].rename(columns=cols)
 
@@ -78,7 +124,8 @@ def dtype_table(frame: pd.DataFrame) -> pd.DataFrame | None:
     dtypes = [d for d in ("fp16", "bf16") if d in set(ok["dtype"])]
     if "fp32" not in set(ok["dtype"]) or not dtypes:
         return None
-    wide = ok.pivot_table(index=["pool", "seq_len", "batch_size"], columns="dtype", values="latency_ms_mean", aggfunc="first")
+    index = ["pool", *(a for a in COMBO_AXES if a != "dtype"), "batch_size"]
+    wide = ok.pivot_table(index=index, columns="dtype", values="latency_ms_mean", aggfunc="first")
     out = pd.DataFrame(index=wide.index)
     out["fp32_latency_ms_mean"] = wide["fp32"]
     for d in dtypes:

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from .errors import RecordsError
+from .spec import AXES
 
 SCHEMA = "benchctl.results"
 SCHEMA_VERSION = 1
@@ -26,10 +27,7 @@ def error_record(cell: dict, kind: str, message: str, **extra) -> dict:
         "schema_version": SCHEMA_VERSION,
         "cell_id": cell["cell_id"],
         "run_id": cell["run_id"],
-        "pool": cell["pool"],
-        "batch_size": cell["batch_size"],
-        "seq_len": cell["seq_len"],
-        "dtype": cell["dtype"],
+        **{axis: cell[axis] for axis in AXES},
         "status": "error",
         "error": {"type": kind, "message": message},
         "metrics": {},

@@ -18,6 +18,17 @@ DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
 DTYPES = ("fp32", "fp16", "bf16")
 WEIGHTS = ("auto", "pretrained", "random")
 INPUTS = ("synthetic", "text")
+# How the model is run: as is, compiled by torch.compile, or replayed from a captured CUDA graph.
+VARIANTS = ("eager", "compile", "cudagraph")
+
+# A cell's coordinates within its run, declared once: (field, its prefix in the cell id).
+# The cell id and its parser, records, the tidy frame, the tables and compare all read this.
+CELL_AXES = (("pool", ""), ("batch_size", "b"), ("seq_len", "s"), ("dtype", ""), ("variant", ""))
+AXES = tuple(name for name, _ in CELL_AXES)
+# The axes that split a run into comparison tables (pool and batch size are inside each table).
+COMBO_AXES = tuple(a for a in AXES if a not in ("pool", "batch_size"))
+# What a record written before an axis existed measured.
+AXIS_DEFAULTS = {"variant": "eager"}
 
 # A pool is a queue name; the torch device kinds double as the default pool names.
 _POOL_RE = re.compile(r"^[a-z][a-z0-9._-]{0,39}(:[0-9]{1,2})?$")
@@ -28,6 +39,27 @@ HF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9.
 
 MAX_BATCH = 65536
 MAX_SEQ = 1 << 20
+
+
+def cell_id_of(run_id: str, coords: dict) -> str:
+    """'RUN:cuda:1:b8:s128:fp32:eager' from a run id and the cell's coordinates."""
+    return ":".join([run_id] + [f"{prefix}{coords[name]}" for name, prefix in CELL_AXES])
+
+
+def parse_cell_id(cell_id: str) -> dict:
+    """The inverse of :func:`cell_id_of`: {'run_id', 'pool', 'batch_size', ...}. A pool may hold a
+    ':' (cuda:1), so the fixed axes are read from the right."""
+    parts = str(cell_id).split(":")
+    tail = len(CELL_AXES) - 1
+    if len(parts) < tail + 2:
+        raise SpecError(f"malformed cell id {cell_id!r}")
+    out = {"run_id": check_run_id(parts[0]), "pool": ":".join(parts[1:-tail])}
+    for (name, prefix), token in zip(CELL_AXES[1:], parts[-tail:]):
+        if not token.startswith(prefix):
+            raise SpecError(f"malformed cell id {cell_id!r}: {token!r} is not a {name}")
+        value = token[len(prefix):]
+        out[name] = int(value) if prefix else value
+    return out
 
 
 def new_run_id() -> str:
@@ -78,6 +110,12 @@ def check_torch_device(device: str) -> str:
     if not isinstance(device, str) or not _TORCH_DEVICE_RE.match(device):
         raise SpecError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps")
     return device
+
+
+def check_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise SpecError(f"unknown variant {variant!r}: use one of {', '.join(VARIANTS)}")
+    return variant
 
 
 def pool_kind(pool: str) -> str:
@@ -144,8 +182,10 @@ class RunSpec:
     dtypes: list[str] = field(default_factory=lambda: ["fp32"])
     model: ModelRef = field(default_factory=ModelRef)
     rules: MeasureRules = field(default_factory=MeasureRules)
+    variants: list[str] = field(default_factory=lambda: ["eager"])
     run_id: str = field(default_factory=new_run_id)
     baseline: str | None = None
+    latency_budget_ms: float | None = None
 
     def __post_init__(self) -> None:
         if not self.pools:
@@ -167,6 +207,14 @@ class RunSpec:
                 raise SpecError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
         if not self.dtypes:
             raise SpecError("no dtype given")
+        if not self.variants:
+            raise SpecError("no variant given")
+        for variant in self.variants:
+            check_variant(variant)
+        if self.latency_budget_ms is not None and (
+                not isinstance(self.latency_budget_ms, (int, float)) or isinstance(self.latency_budget_ms, bool)
+                or not self.latency_budget_ms > 0):
+            raise SpecError(f"latency budget must be a positive number of milliseconds, got {self.latency_budget_ms!r}")
         check_run_id(self.run_id)
         if self.baseline is None:
             self.baseline = self.pools[0]
@@ -175,9 +223,10 @@ class RunSpec:
 
     def cells(self) -> list["CellSpec"]:
         return [
-            CellSpec(run_id=self.run_id, pool=pool, batch_size=b, seq_len=s, dtype=d,
+            CellSpec(run_id=self.run_id, pool=pool, batch_size=b, seq_len=s, dtype=d, variant=v,
                      model=self.model, rules=self.rules)
-            for pool in self.pools for d in self.dtypes for s in self.seq_lens for b in self.batch_sizes
+            for pool in self.pools for d in self.dtypes for v in self.variants for s in self.seq_lens
+            for b in self.batch_sizes
         ]
 
     def to_dict(self) -> dict:
@@ -203,6 +252,7 @@ class CellSpec:
     batch_size: int
     seq_len: int
     dtype: str
+    variant: str = "eager"
     model: ModelRef = field(default_factory=ModelRef)
     rules: MeasureRules = field(default_factory=MeasureRules)
 
@@ -211,16 +261,17 @@ class CellSpec:
         check_pool(self.pool)
         if self.dtype not in DTYPES:
             raise SpecError(f"unknown dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
+        check_variant(self.variant)
         for what, v, top in (("batch size", self.batch_size, MAX_BATCH), ("sequence length", self.seq_len, MAX_SEQ)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0 or v > top:
                 raise SpecError(f"{what} must be a positive integer up to {top}, got {v!r}")
 
     @property
     def cell_id(self) -> str:
-        return f"{self.run_id}:{self.pool}:b{self.batch_size}:s{self.seq_len}:{self.dtype}"
+        return cell_id_of(self.run_id, self.coordinates())
 
     def coordinates(self) -> dict:
-        return {"pool": self.pool, "batch_size": self.batch_size, "seq_len": self.seq_len, "dtype": self.dtype}
+        return {name: getattr(self, name) for name in AXES}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

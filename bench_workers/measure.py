@@ -16,10 +16,14 @@ from bench_protocol.errors import SpecError
 from bench_protocol.records import SCHEMA_VERSION, error_record
 from bench_protocol.spec import CellSpec
 
-from . import dtypes, inputs
+from . import dtypes, inputs, variants
+from .flops import count_forward_flops, weight_bytes
 from .memory_limit import address_space_cap
 from .models import ModelNotFound, WeightsUnavailable, load_model
 from .optional import nvml
+from .peaks import PEAKS
+from .roofline import efficiency_metrics
+from .spec_sheet import spec_peak
 from .stop_rule import StopRule
 from .timers import sync_for, timer_for
 from .trackers.gpu_memory import CudaMemoryTracker
@@ -50,6 +54,7 @@ class ModelCache:
     def __init__(self) -> None:
         self.key = None
         self.loaded = None
+        self.flops: dict = {}  # FLOPs per input shape of the loaded model: counted once
 
     def get(self, key, load):
         if self.key == key:
@@ -60,7 +65,7 @@ class ModelCache:
         return self.loaded, False
 
     def clear(self) -> None:
-        self.key, self.loaded = None, None
+        self.key, self.loaded, self.flops = None, None, {}
         gc.collect()
         try:
             import torch
@@ -87,6 +92,7 @@ def classify(exc: BaseException) -> str:
         ((ModelNotFound,), "model_not_found"),
         ((WeightsUnavailable,), "weights_unavailable"),
         ((dtypes.UnsupportedDtype,), "unsupported_dtype"),
+        ((variants.UnsupportedVariant,), "unsupported_variant"),
         ((DeviceUnavailable,), "device_unavailable"),
         ((inputs.NoTokenizer,), "no_tokenizer"),
         ((CellTimeout,), "time_limit"),
@@ -136,8 +142,7 @@ def measure_cell(cell: CellSpec, device_name: str, *, cache: ModelCache | None =
     """Measure one cell and return its record; a failure becomes an error record, never a raise
     (except the Celery soft time limit, which the task turns into a record itself)."""
     cache = cache or ModelCache()
-    base = {"cell_id": cell.cell_id, "run_id": cell.run_id, "pool": cell.pool, "batch_size": cell.batch_size,
-            "seq_len": cell.seq_len, "dtype": cell.dtype}
+    base = {"cell_id": cell.cell_id, "run_id": cell.run_id, **cell.coordinates()}
     started = time.time()
     extra = {"device": device_name, "input": cell.model.input, "rules": _rules_dict(cell), "started_at": started,
              **(context or {})}
@@ -169,7 +174,11 @@ def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, 
     deadline = started + cell.rules.time_limit
     device = _device(torch, device_name)
     dtypes.check_supported(torch, device, cell.dtype)
+    variants.check_supported(cell.variant, device)
     dtype = dtypes.torch_dtype(torch, cell.dtype)
+    # The device's ceilings for this dtype, measured once per process, between cells.
+    peaks = PEAKS.get(torch, device, cell.dtype)
+    spec = spec_peak(torch.cuda.get_device_name(device) if device.type == "cuda" else None, cell.dtype)
     cap = cell.rules.memory_limit_mb if device.type == "cpu" else None
 
     key = (cell.model.model, cell.model.weights, str(device), cell.dtype)
@@ -195,15 +204,22 @@ def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, 
         else:
             feeds = inputs.synthetic(torch, cell.batch_size, cell.seq_len, info["vocab_size"] or 2, device)
 
-        # The first (cold) call at this shape, reported apart.
+        # Compiling or capturing, then the first (cold) call at this shape: both reported apart.
+        runner = variants.prepare(torch, cell.variant, model, feeds, device, sync)
+        _check_deadline(deadline, cell.rules.time_limit)
         sync()
         t0 = time.perf_counter()
-        model(**feeds)
+        runner.call()
         sync()
         first_call_ms = (time.perf_counter() - t0) * 1e3
         for _ in range(cell.rules.warmup):
-            model(**feeds)
+            runner.call()
             _check_deadline(deadline, cell.rules.time_limit)
+        # FLOPs of the eager forward at this shape (the same math whatever the variant), untimed.
+        shape = (cell.batch_size, cell.seq_len, cell.model.input)
+        if shape not in cache.flops:
+            cache.flops[shape] = count_forward_flops(torch, model, feeds)
+        flops = cache.flops[shape]
 
         rule = StopRule(cell.rules.min_iterations, cell.rules.min_time, cell.rules.max_time)
         latency = LatencyTracker(timer_for(torch, device), sync, cell.batch_size, cell.seq_len)
@@ -216,12 +232,14 @@ def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, 
             n = 0
             while not rule.done(n, time.perf_counter() - t_start):
                 timer.start()
-                model(**feeds)
+                runner.call()
                 timer.stop()
                 n += 1
                 _check_deadline(deadline, cell.rules.time_limit)
         elapsed = time.perf_counter() - t_start
-        del feeds
+        recompilations = runner.compiled_graphs()
+        prepare_s, variant_method = runner.prepare_s, runner.method
+        del feeds, runner
 
     lat = latency.result()
     metrics = dict(lat)
@@ -238,13 +256,17 @@ def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, 
     metrics.setdefault("gpu_memory_mb_max", None)
     metrics.setdefault("gpu_avg_power_w", None)
     metrics.update({"first_call_ms": first_call_ms, "load_s": None if cached else loaded.load_s,
-                    "model_cached": cached, "tokenize_ms": tokenize_ms})
+                    "model_cached": cached, "tokenize_ms": tokenize_ms,
+                    "compile_s": prepare_s, "recompilations": recompilations})
+    metrics.update(efficiency_metrics(flops, weight_bytes(model), lat["latency_ms"]["mean"], cell.batch_size, peaks, spec))
     return {
         "schema_version": SCHEMA_VERSION,
-        "cell_id": cell.cell_id, "run_id": cell.run_id, "pool": cell.pool,
-        "batch_size": cell.batch_size, "seq_len": cell.seq_len, "dtype": cell.dtype,
+        "cell_id": cell.cell_id, "run_id": cell.run_id,
+        **cell.coordinates(),
         "status": "ok", "error": None,
         "model": info,
+        "variant_method": variant_method,
+        "peaks": {**peaks, **spec},
         "metrics": metrics,
         "trackers": tracker_status,
         "latencies_ms": latency.latencies_ms(),

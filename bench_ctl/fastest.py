@@ -1,0 +1,78 @@
+"""The fastest way to run the model on each pool: the (dtype, variant, batch size) of the
+highest throughput, optionally within a p99 latency budget, and whether it beats the runner-up
+beyond the noise of both (the noise ``compare`` uses). INVALID cells are never candidates."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bench_protocol.spec import AXES
+
+from .compare import noise_pct
+from .labels import display_name
+
+# What a user chooses to run a model fast; the other axes (sequence length, ...) are the workload.
+HOW_AXES = ("dtype", "variant", "batch_size")
+WORKLOAD_AXES = tuple(a for a in AXES if a not in ("pool", *HOW_AXES))
+
+COLUMNS = ["pool", *WORKLOAD_AXES, "dtype", "variant", "batch_size", "throughput_mean", "latency_ms_p50",
+           "latency_ms_p99", "tflops_achieved", "pct_peak_measured", "runner_up", "margin_pct", "noise_pct", "verdict"]
+
+
+def describe(row) -> str:
+    """'bf16 compile at batch size 8'."""
+    return f"{row['dtype']} {row['variant']} at batch size {int(row['batch_size'])}"
+
+
+def candidates(cells: pd.DataFrame, budget_ms: float | None = None) -> pd.DataFrame:
+    """VALID measured cells (within the budget), best throughput first."""
+    ok = cells[(cells["status"] == "ok") & (cells["valid"] == True)]  # noqa: E712 (object column)
+    if budget_ms is not None:
+        ok = ok[ok["latency_ms_p99"] <= budget_ms]
+    return ok[ok["throughput_mean"].notna()].sort_values("throughput_mean", ascending=False, kind="stable")
+
+
+def winner(ranked: pd.DataFrame) -> tuple[pd.Series | None, pd.Series | None, float | None, float | None]:
+    """(best, runner-up, margin %, noise %); runner-up and figures None when there is one candidate."""
+    if ranked.empty:
+        return None, None, None, None
+    best = ranked.iloc[0]
+    if len(ranked) == 1:
+        return best, None, None, None
+    second = ranked.iloc[1]
+    margin = 100 * (best["throughput_mean"] / second["throughput_mean"] - 1)
+    return best, second, margin, float(noise_pct(best["latency_cv"], second["latency_cv"]))
+
+
+def fastest_ways(frame: pd.DataFrame, budget_ms: float | None = None) -> pd.DataFrame:
+    """One row per pool (and workload): the fastest way, its runner-up and the verdict."""
+    rows = []
+    for key, cells in frame.groupby(["pool", *WORKLOAD_AXES], sort=False):
+        row = dict(zip(["pool", *WORKLOAD_AXES], key))
+        best, second, margin, noise = winner(candidates(cells, budget_ms))
+        if best is None:
+            why = f"no VALID cell has p99 within {budget_ms:g} ms" if budget_ms is not None else "no VALID cell"
+            rows.append({**row, "verdict": why})
+            continue
+        row.update({c: best[c] for c in COLUMNS if c in best.index and c not in row})
+        if second is None:
+            row["verdict"] = "fastest (only candidate)"
+        else:
+            row.update(runner_up=describe(second), margin_pct=margin, noise_pct=noise,
+                       verdict="fastest" if margin > noise else "ties with the runner-up within noise")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def sentence(row) -> str:
+    """The Conclusion's sentence for one row of :func:`fastest_ways`."""
+    where = display_name(row["pool"]) + "".join(f", {a.replace('_', ' ')} {row[a]}" for a in WORKLOAD_AXES)
+    if pd.isna(row.get("throughput_mean")):
+        return f"On {where}: nothing to recommend ({row['verdict']})."
+    head = (f"On {where}, the fastest way to run it is {describe(row)}: {row['throughput_mean']:.2f} items/s, "
+            f"p99 {row['latency_ms_p99']:.2f} ms")
+    if pd.isna(row.get("margin_pct")):
+        return head + "."
+    if row["verdict"] == "fastest":
+        return head + f", {row['margin_pct']:.1f}% ahead of {row['runner_up']} (noise ±{row['noise_pct']:.1f}%)."
+    return head + f"; it ties with {row['runner_up']} within noise ({row['margin_pct']:.1f}% apart, noise ±{row['noise_pct']:.1f}%)."

@@ -1,0 +1,100 @@
+"""The device's measured ceilings: GEMM TFLOP/s per dtype and copy bandwidth in GB/s.
+
+Measured once per process and dtype, on first need, in the process that measures cells and
+between cells (never inside a timed window), so the ceilings come from the same threads,
+clocks and device as the cells they are compared with. Best of several square matmul sizes,
+best of several repetitions each: a weak ceiling would flatter every % of peak.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .dtypes import torch_dtype
+
+# Square GEMM sizes: large enough to reach the device's rate, small enough to take seconds.
+GEMM_SIZES = {"cpu": (512, 1024, 2048), "cuda": (2048, 4096, 8192), "mps": (1024, 2048, 4096)}
+COPY_BYTES = {"cpu": 256 << 20, "cuda": 1 << 30, "mps": 256 << 20}
+REPEATS = 5  # best of this many timed repetitions per size
+BUDGET_S = 1.5  # a size stops repeating after this long (a slow emulated dtype still ends in seconds)
+
+
+def _timed(torch, device, fn, repeats: int) -> float:
+    """The best wall time of ``fn`` over ``repeats`` calls, each synchronised (seconds)."""
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (
+        torch.mps.synchronize if device.type == "mps" else (lambda: None))
+    fn()  # warm-up: allocation, kernel selection, thread pool start
+    sync()
+    best = float("inf")
+    spent = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        dt = time.perf_counter() - t0
+        best = min(best, dt)
+        spent += dt
+        if spent > BUDGET_S:
+            break
+    return best
+
+
+def gemm_peak(torch, device, dtype: str) -> dict:
+    """Best TFLOP/s of ``a @ b`` over the device's sizes, in ``dtype``."""
+    tdtype = torch_dtype(torch, dtype)
+    best = {"tflops": 0.0, "size": None}
+    for n in GEMM_SIZES.get(device.type, GEMM_SIZES["cpu"]):
+        a = torch.randn(n, n, device=device, dtype=tdtype)
+        b = torch.randn(n, n, device=device, dtype=tdtype)
+        out = torch.empty(n, n, device=device, dtype=tdtype)
+        # On a GPU one call is microseconds: time a burst so launch gaps do not count.
+        burst = 20 if device.type == "cuda" else 1
+
+        def run():
+            for _ in range(burst):
+                torch.matmul(a, b, out=out)
+
+        seconds = _timed(torch, device, run, REPEATS) / burst
+        tflops = 2 * n**3 / seconds / 1e12
+        if tflops > best["tflops"]:
+            best = {"tflops": tflops, "size": n}
+        del a, b, out
+        if seconds > BUDGET_S:  # larger sizes would take too long on this dtype
+            break
+    return best
+
+
+def copy_bandwidth(torch, device) -> float:
+    """Best GB/s of a device-to-device copy, counting the bytes read and the bytes written."""
+    n = COPY_BYTES.get(device.type, COPY_BYTES["cpu"]) // 4
+    src = torch.ones(n, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    seconds = _timed(torch, device, lambda: dst.copy_(src), REPEATS)
+    del src, dst
+    return 2 * n * 4 / seconds / 1e9
+
+
+class DevicePeaks:
+    """Ceilings per (device, dtype), measured on first need and kept for the process's life."""
+
+    def __init__(self) -> None:
+        self._gemm: dict = {}
+        self._copy: dict = {}
+
+    def get(self, torch, device, dtype: str) -> dict:
+        key = (str(device), dtype, torch.get_num_threads())
+        if key not in self._gemm:
+            t0 = time.perf_counter()
+            self._gemm[key] = gemm_peak(torch, device, dtype)
+            self._gemm[key]["seconds"] = time.perf_counter() - t0
+        if key[::2] not in self._copy:
+            self._copy[key[::2]] = copy_bandwidth(torch, device)
+        g = self._gemm[key]
+        return {"gemm_tflops": g["tflops"], "gemm_dtype": dtype, "gemm_size": g["size"], "gemm_seconds": g["seconds"],
+                "copy_gbps": self._copy[key[::2]],
+                "method": "best of square torch.matmul sizes "
+                          f"{', '.join(map(str, GEMM_SIZES.get(device.type, GEMM_SIZES['cpu'])))}; "
+                          "best device-to-device copy (read + write bytes)"}
+
+
+PEAKS = DevicePeaks()  # one per process: the measuring child of a worker, or the embedded run

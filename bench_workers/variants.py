@@ -1,0 +1,74 @@
+"""How the model is run in the timed loop: eager, torch.compile, or a captured CUDA graph.
+
+``prepare`` returns a :class:`Runner`: the one call the loop times, the seconds spent
+preparing it (compiling or capturing, never timed), and a count of the compilations that
+happened after preparation (a recompiling model is measured compiling, which is worth knowing).
+
+``cudagraph`` captures the eager forward with ``torch.cuda.CUDAGraph`` for the cell's static
+shape and replays it. It is kept apart from ``torch.compile(mode="reduce-overhead")`` (which
+uses CUDA graphs too) so the two effects read apart in one report: ``compile`` is what
+fusion and generated kernels give, ``cudagraph`` is what removing launch overhead alone gives.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+
+class UnsupportedVariant(Exception):
+    pass
+
+
+@dataclass
+class Runner:
+    call: Callable[[], object]
+    prepare_s: float | None = None  # compile or capture time, including the first (compiling) call
+    method: str = "eager"
+    compiled_graphs: Callable[[], int | None] = lambda: None
+
+
+def _graphs(torch) -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def check_supported(variant: str, device) -> None:
+    """Refuse a variant the device cannot run before anything is loaded."""
+    if variant == "cudagraph" and device.type != "cuda":
+        raise UnsupportedVariant(f"unsupported variant: cudagraph needs a CUDA device, this cell runs on {device.type}")
+
+
+def prepare(torch, variant: str, model, feeds: dict, device, sync) -> Runner:
+    if variant == "eager":
+        return Runner(lambda: model(**feeds))
+    if variant == "compile":
+        # A fresh compile per cell: its compile time is its own and its graph is for its own
+        # static shape (no cache from a previous cell's shape, no dynamic-shape fallback).
+        torch._dynamo.reset()
+        t0 = time.perf_counter()
+        compiled = torch.compile(model)
+        compiled(**feeds)
+        sync()
+        prepare_s = time.perf_counter() - t0
+        after = _graphs(torch)
+        return Runner(lambda: compiled(**feeds), prepare_s, "torch.compile (inductor, default mode)",
+                      lambda: _graphs(torch) - after)
+    if variant == "cudagraph":
+        check_supported(variant, device)
+        t0 = time.perf_counter()
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm up off the default stream, as capture requires
+            for _ in range(3):
+                model(**feeds)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            model(**feeds)
+        graph.replay()
+        sync()
+        return Runner(graph.replay, time.perf_counter() - t0, "torch.cuda.CUDAGraph capture of the eager forward")
+    raise UnsupportedVariant(f"unsupported variant {variant!r}")
