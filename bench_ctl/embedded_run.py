@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench_protocol.errors import BenchError
 from bench_protocol.records import dumps, results_document
-from bench_protocol.spec import RunSpec
+from bench_protocol.spec import CELL_AXES, RunSpec
 
 from .outdir import check_out_dir, make_out_dir, write_atomic
 
@@ -30,7 +30,8 @@ def run_here(spec: RunSpec, out: Path) -> dict[str, Path]:
 
         def on_cell(record: dict) -> None:
             status = "ok" if record["status"] == "ok" else f"error: {record['error']['message'][:60]}"
-            progress.console.print(f"  {record['pool']} b{record['batch_size']} s{record['seq_len']} {record['dtype']}: {status}")
+            where = " ".join(f"{prefix}{record[axis]}" for axis, prefix in CELL_AXES)
+            progress.console.print(f"  {where}: {status}")
             progress.advance(task)
 
         records, fingerprints = run_embedded(spec, on_cell)
