@@ -36,13 +36,18 @@ def run(
 def report(
     results: Annotated[Path, typer.Argument(help="a results.json written by run or collect")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output directory")] = Path("report"),
+    latency_budget_ms: Annotated[Optional[float], typer.Option("--latency-budget-ms", help="p99 budget for the fastest way (overrides the run's)")] = None,
 ):
     """Re-render every report file from saved records."""
     from bench_ctl.outdir import check_out_dir
     from bench_ctl.render import render_all
     from bench_protocol.records import load_results
 
+    if latency_budget_ms is not None and not latency_budget_ms > 0:
+        raise SpecError(f"latency budget must be a positive number of milliseconds, got {latency_budget_ms:g}")
     doc = load_results(results)
+    if latency_budget_ms is not None:
+        doc.setdefault("run", {}).setdefault("spec", {})["latency_budget_ms"] = latency_budget_ms
     check_out_dir(out)
     written = render_all(doc, out)
     typer.echo(f"report: {written['report.md']}")

@@ -23,12 +23,17 @@ PLAIN_METRICS = [
     "flops_per_forward", "flops_per_item", "tflops_achieved", "peak_tflops_measured", "pct_peak_measured",
     "peak_tflops_spec", "pct_peak_spec", "weight_bytes", "effective_gbps", "bandwidth_gbps_measured",
     "pct_bandwidth_measured", "arithmetic_intensity",
+    "decode_tokens_per_s", "decode_tokens_per_s_batch", "gpu_energy_j_per_token",
 ]
+# Statistics of a generate cell's two phases (bench_workers/generation.py): ttft_ms_mean, ...
+PHASE_STATS = {"ttft_ms": ("mean", "median", "p90", "p99", "std"),
+               "decode_ms_per_token": ("mean", "median", "p90", "p99", "std")}
+PHASE_COLUMNS = [f"{phase}_{'p50' if stat == 'median' else stat}" for phase, stats in PHASE_STATS.items() for stat in stats]
 COLUMNS = [
     "run_id", "cell_id", "label", "device", *AXES, "status", "error_type", "error",
     "valid", "invalid_reason", "host", "worker", "fingerprint_id", "weights",
     "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "latency_ms_std",
-    "latency_ms_min", "latency_ms_max", "latency_cv", "n_iterations", *PLAIN_METRICS,
+    "latency_ms_min", "latency_ms_max", "latency_cv", "n_iterations", *PLAIN_METRICS, *PHASE_COLUMNS,
 ]
 
 
@@ -71,6 +76,8 @@ def cells_frame(doc: dict) -> pd.DataFrame:
             "latency_ms_min": lat.get("min"), "latency_ms_max": lat.get("max"), "latency_cv": lat.get("cv"),
             "n_iterations": lat.get("n"),
             **{k: m.get(k) for k in PLAIN_METRICS},
+            **{f"{phase}_{'p50' if stat == 'median' else stat}": (m.get(phase) or {}).get(stat)
+               for phase, stats in PHASE_STATS.items() for stat in stats},
         })
     frame = pd.DataFrame(rows, columns=COLUMNS)
     numeric = COLUMNS[COLUMNS.index("latency_ms_mean"):]

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from bench_protocol.spec import DEFAULT_MODEL, MeasureRules, ModelRef, RunSpec, parse_int_list, parse_name_list
+from bench_protocol.spec import (DEFAULT_GENERATIVE_MODEL, DEFAULT_MODEL, MeasureRules, ModelRef, RunSpec, parse_int_list,
+                                 parse_name_list)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark model inference across devices and hosts; report the speedups.")
@@ -21,7 +22,10 @@ SPEC_FLAGS = [
     ("seq_lens", str, "128", ("--seq-lens",), "comma-separated sequence lengths"),
     ("dtypes", str, "fp32", ("--dtypes",), "comma-separated dtypes: fp32, fp16, bf16"),
     ("variants", str, "eager", ("--variants",), "comma-separated ways to run the model: eager, compile, cudagraph"),
-    ("model", str, DEFAULT_MODEL, ("--model",), "Hugging Face id or local model directory"),
+    ("task", str, "auto", ("--task",), "auto | classify | generate (auto: a causal LM generates)"),
+    ("new_tokens", int, 32, ("--new-tokens",), "tokens a generate cell makes per sequence after its prompt"),
+    ("model", Optional[str], None, ("--model",),
+     f"Hugging Face id or local model directory (default {DEFAULT_MODEL}; {DEFAULT_GENERATIVE_MODEL} for --task generate)"),
     ("weights", str, "auto", ("--weights",), "auto | pretrained | random"),
     ("input_", str, "synthetic", ("--input",), "synthetic token ids or text through the tokenizer"),
     ("warmup", int, 3, ("--warmup",), "untimed warm-up calls"),
@@ -64,24 +68,29 @@ def spec_options(**defaults):
 Broker = Annotated[Optional[str], typer.Option("--broker", help="redis:// or rediss:// URL (default $BENCHCTL_BROKER_URL or redis://localhost:6379/0)")]
 
 
-def build_spec(devices, batch_sizes, seq_lens, dtypes, variants, model, weights, input_, warmup, iterations, min_time,
-               max_time, time_limit, memory_limit_mb, baseline, latency_budget_ms) -> RunSpec:
+def build_spec(devices, batch_sizes, seq_lens, dtypes, variants, task, new_tokens, model, weights, input_, warmup,
+               iterations, min_time, max_time, time_limit, memory_limit_mb, baseline, latency_budget_ms) -> RunSpec:
     """The flags' strings -> a validated RunSpec (SpecError with one line otherwise)."""
-    from bench_protocol.model_config import check_seq_lens
+    from bench_protocol.model_config import check_seq_lens, resolve_task
 
+    if model is None:
+        model = DEFAULT_GENERATIVE_MODEL if task == "generate" else DEFAULT_MODEL
+    task = resolve_task(model, task)
     spec = RunSpec(
         pools=parse_name_list(devices, "device"),
         batch_sizes=parse_int_list(batch_sizes, "batch size"),
         seq_lens=parse_int_list(seq_lens, "sequence length"),
         dtypes=parse_name_list(dtypes, "dtype"),
         variants=parse_name_list(variants, "variant"),
+        task=task,
+        new_tokens=new_tokens,
         model=ModelRef(model=model, weights=weights, input=input_),
         rules=MeasureRules(warmup=warmup, min_iterations=iterations, min_time=min_time, max_time=max_time,
                            time_limit=time_limit, memory_limit_mb=memory_limit_mb),
         baseline=baseline,
         latency_budget_ms=latency_budget_ms,
     )
-    check_seq_lens(model, spec.seq_lens)
+    check_seq_lens(model, spec.seq_lens, spec.new_tokens if spec.task == "generate" else 0)
     return spec
 
 

@@ -72,6 +72,9 @@ def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Pa
     plot_metric("cpu_memory_mb_max", "peak RSS (MB)", "cpu_memory.png", "CPU memory vs batch size", False)
     plot_metric("gpu_memory_mb_max", "GPU memory (MB)", "gpu_memory.png", "GPU memory vs batch size", False)
     plot_metric("gpu_avg_power_w", "average power (W)", "gpu_power.png", "GPU power vs batch size", False)
+    plot_metric("ttft_ms_mean", "time to first token (ms, log)", "ttft.png", "Prefill: time to first token vs batch size", True)
+    plot_metric("decode_tokens_per_s", "tokens / s per sequence", "decode_tokens_per_s.png",
+                "Decode: tokens/s per sequence vs batch size", False)
 
     # Speedup of every pool over the baseline, by throughput.
     ok = frame[frame["status"] == "ok"]

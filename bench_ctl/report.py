@@ -11,7 +11,7 @@ from .document import Bullets, Document, Heading, Image, Para, Table
 from .fastest import candidates, fastest_ways, sentence, winner
 from .labels import column_prefix, display_name, is_gpu_pool, model_display
 from .tables import (AXIS_HEADERS, combo_cells, combo_title, comparison_tables, detail_table, dtype_table,
-                     efficiency_table, speedup_name)
+                     efficiency_table, generation_table, phase_tables, speedup_name, varying_axes)
 
 MIXED_KEYS = ("cpu_model", "logical_cores", "physical_cores", "memory_gb", "torch", "cuda_version", "gpus", "torch_threads", "platform")
 
@@ -165,11 +165,37 @@ def _peak_lines(doc: dict, pool: str, fingerprint_id: str | None) -> list[str]:
     return lines
 
 
+PHASE_TITLES = {"prefill": "Prefill (time to first token)", "decode": "Decode (per generated token)"}
+
+
+def _phase_sentences(phase: str, table: pd.DataFrame, pools: list[str], baseline: str) -> list:
+    """One bullet per non-baseline pool: how much sooner the first token comes, how much faster decoding is."""
+    others = [p for p in pools if p != baseline]
+    out = []
+    for other in others:
+        a, b = display_name(other), display_name(baseline)
+        metric = "ttft_ms_mean" if phase == "prefill" else "decode_tokens_per_s"
+        s = table[speedup_name(metric, column_prefix(other), len(others))]
+        if s.notna().sum() == 0:
+            continue
+        avg, imax = s.mean(), s.idxmax()
+        at = _fmt_bs(table["batch_size"][imax])
+        if phase == "prefill":
+            out.append((f"**Prefill**: {a} reaches the first token on average {avg:.2f}x {'sooner' if avg >= 1 else 'as soon'} than {b}.",
+                        [f"The largest prefill speedup, {s[imax]:.2f}x, is at batch size {at}."]))
+        else:
+            out.append((f"**Decode**: {a} generates on average {avg:.2f}x the tokens/s of {b} per sequence.",
+                        [f"The largest decode speedup, {s[imax]:.2f}x, is at batch size {at}."]))
+    return out
+
+
 def _interpretation(table: pd.DataFrame, cells: pd.DataFrame, pools: list[str], baseline: str,
-                    budget_ms: float | None = None) -> tuple[list, str]:
+                    budget_ms: float | None = None, phases: dict | None = None) -> tuple[list, str]:
     labels = {p: column_prefix(p) for p in pools}
     bs = table["batch_size"]
     items, best_other = _speedup_sentences(table, cells, pools, baseline)
+    for phase, phase_table in (phases or {}).items():
+        items += _phase_sentences(phase, phase_table, pools, baseline)
     mem = []
     for i, b in bs.items():
         parts = []
@@ -251,18 +277,23 @@ def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tab
     combos = tables if tables is not None else comparison_tables(frame, pools, baseline)
     budget = run_budget(doc)
     conclusions = []
+    shown = varying_axes(list(combos))
     for combo, table in combos.items():
         if len(combos) > 1:
-            d.add(Heading(3, combo_title(combo)))
+            d.add(Heading(3, combo_title(combo, shown)))
         d.add(Table(table))
-        items, conclusion = _interpretation(table, combo_cells(frame, combo), pools, baseline, budget)
+        cells = combo_cells(frame, combo)
+        phases = phase_tables(cells, pools, baseline)
+        for phase, phase_table in phases.items():
+            d.add(Heading(3 if len(combos) == 1 else 4, PHASE_TITLES[phase]), Table(phase_table))
+        items, conclusion = _interpretation(table, cells, pools, baseline, budget, phases)
         d.add(Heading(3 if len(combos) == 1 else 4, "Interpretation"), Bullets(items, loose=True))
         conclusions.append((combo, conclusion))
     d.add(Heading(2, "Conclusion"))
     if len(conclusions) == 1:
         d.add(Para(conclusions[0][1]))
     else:
-        d.add(Bullets([f"{combo_title(c)}: {text}" for c, text in conclusions]))
+        d.add(Bullets([f"{combo_title(c, shown)}: {text}" for c, text in conclusions]))
     fastest = fastest_ways(frame, budget)
     if len(candidates(frame)) > len(fastest):  # some pool had a choice to make
         d.add(Para(" ".join(sentence(row) for _, row in fastest.iterrows())))
@@ -283,6 +314,9 @@ def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tab
     d.add(Heading(2, "Details"), Heading(3, "Latency distribution, tokens/s, energy and validity"))
     detail = detail_table(frame)
     d.add(Table(detail, floatfmt=".4g") if len(detail) else Para("No cell was measured successfully."))
+    by_phase = generation_table(frame)
+    if by_phase is not None:
+        d.add(Heading(3, "Generation: prefill and decode"), Table(by_phase, floatfmt=".4g"))
     by_dtype = dtype_table(frame)
     if by_dtype is not None:
         d.add(Heading(3, "Lower precision against fp32"), Table(by_dtype))

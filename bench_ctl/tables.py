@@ -11,21 +11,30 @@ from bench_protocol.spec import AXES, CELL_AXES, COMBO_AXES, DTYPES, VARIANTS
 
 from .labels import column_prefix, is_gpu_pool
 
-PIVOT_METRICS = ["latency_ms_mean", "throughput_mean", "cpu_memory_mb_max", "gpu_memory_mb_max", "gpu_avg_power_w"]
+# The compared metrics of each table, and whether less is better (a time) or more (a rate).
+# "seed": the classic table; a generate cell adds a prefill and a decode table.
+PHASES = {
+    "seed": [("latency_ms_mean", True), ("throughput_mean", False)],
+    "prefill": [("ttft_ms_mean", True)],
+    "decode": [("decode_ms_per_token_mean", True), ("decode_tokens_per_s", False)],
+}
+SIDE_METRICS = ["cpu_memory_mb_max", "gpu_memory_mb_max", "gpu_avg_power_w"]
 
 
 def speedup_name(metric: str, other: str, n_others: int) -> str:
     return f"speedup_{metric}" if n_others == 1 else f"speedup_{other}_{metric}"
 
 
-def comparison_table(frame: pd.DataFrame, pools: list[str], baseline: str) -> pd.DataFrame:
-    """One row per batch size; ``frame`` holds the cells of one (seq_len, dtype) combination."""
+def comparison_table(frame: pd.DataFrame, pools: list[str], baseline: str, phase: str = "seed") -> pd.DataFrame:
+    """One row per batch size; ``frame`` holds the cells of one combination (COMBO_AXES)."""
     labels = [column_prefix(p) for p in pools]
     base = column_prefix(baseline)
     others = [label for label in labels if label != base]
     gpu_labels = [column_prefix(p) for p in pools if is_gpu_pool(p)]
     ok = frame[frame["status"] == "ok"]
-    wide = ok.pivot_table(index="batch_size", columns="label", values=PIVOT_METRICS, aggfunc="first", dropna=False)
+    metrics = PHASES[phase]
+    wide = ok.pivot_table(index="batch_size", columns="label", values=[m for m, _ in metrics] + SIDE_METRICS,
+                          aggfunc="first", dropna=False)
     wide = wide.reindex(sorted(frame["batch_size"].unique()))
 
     def col(metric: str, label: str) -> pd.Series:
@@ -34,12 +43,12 @@ def comparison_table(frame: pd.DataFrame, pools: list[str], baseline: str) -> pd
 
     out = pd.DataFrame(index=wide.index)
     out["batch_size"] = wide.index.astype("float64")
-    for metric in ("latency_ms_mean", "throughput_mean"):
+    for metric, lower_is_better in metrics:
         for label in labels:
             out[f"{label}_{metric}"] = col(metric, label)
         for other in others:
-            # Latency: how many times faster than the baseline; throughput: how many times more.
-            ratio = col(metric, base) / col(metric, other) if metric.startswith("latency") else col(metric, other) / col(metric, base)
+            # A time: how many times faster than the baseline; a rate: how many times more.
+            ratio = col(metric, base) / col(metric, other) if lower_is_better else col(metric, other) / col(metric, base)
             out[speedup_name(metric, other, len(others))] = ratio
     for label in labels:
         out[f"{label}_cpu_memory_mb_max"] = col("cpu_memory_mb_max", label)
@@ -75,10 +84,19 @@ def combo_cells(frame: pd.DataFrame, combo: tuple) -> pd.DataFrame:
     return frame[mask]
 
 
-def combo_title(combo: tuple) -> str:
-    """'Sequence length 128, fp32, eager'."""
-    names = {"seq_len": "Sequence length {}"}
-    return ", ".join(names.get(a, "{}").format(v) for a, v in zip(COMBO_AXES, combo))
+TITLE_FORMATS = {"seq_len": "Sequence length {}", "new_tokens": "{} new tokens"}
+
+
+def combo_title(combo: tuple, shown: tuple = ("seq_len", "dtype", "variant")) -> str:
+    """'Sequence length 128, fp32, eager': the axes in ``shown`` (those that vary in the run)."""
+    return ", ".join(TITLE_FORMATS.get(a, "{}").format(v) for a, v in zip(COMBO_AXES, combo) if a in shown)
+
+
+def varying_axes(combos: list[tuple]) -> tuple:
+    """The combination axes worth naming in titles: sequence length and dtype always (the
+    report's classic titles), any other axis where the run has more than one value."""
+    return tuple(a for i, a in enumerate(COMBO_AXES)
+                 if a in ("seq_len", "dtype") or len({c[i] for c in combos}) > 1)
 
 
 def combo_key(combo: tuple) -> str:
@@ -89,6 +107,13 @@ def combo_key(combo: tuple) -> str:
 def comparison_tables(frame: pd.DataFrame, pools: list[str], baseline: str) -> dict[tuple, pd.DataFrame]:
     """The Performance Comparison of a run: one table per combination of COMBO_AXES."""
     return {c: comparison_table(combo_cells(frame, c), pools, baseline) for c in combinations(frame)}
+
+
+def phase_tables(cells: pd.DataFrame, pools: list[str], baseline: str) -> dict[str, pd.DataFrame]:
+    """The prefill and decode tables of one combination, where its cells generate."""
+    if not (cells["task"] == "generate").any():
+        return {}
+    return {phase: comparison_table(cells, pools, baseline, phase) for phase in ("prefill", "decode")}
 
 
 AXIS_HEADERS = {a: {"batch_size": "batch", "seq_len": "seq"}.get(a, a) for a in AXES}
@@ -104,6 +129,18 @@ def efficiency_table(frame: pd.DataFrame) -> pd.DataFrame:
             "bandwidth_gbps_measured": "bw_measured", "pct_bandwidth_measured": "%_bw_measured",
             "arithmetic_intensity": "FLOP/byte", "compile_s": "compile_s", "recompilations": "recompiles"}
     return ok[list(cols)].rename(columns=cols)
+
+
+def generation_table(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """Prefill and decode distributions of the generate cells (None when the run has none)."""
+    gen = frame[(frame["status"] == "ok") & (frame["task"] == "generate")]
+    if gen.empty:
+        return None
+    cols = {**AXIS_HEADERS, "ttft_ms_p50": "ttft_p50_ms", "ttft_ms_p90": "ttft_p90_ms", "ttft_ms_p99": "ttft_p99_ms",
+            "decode_ms_per_token_p50": "decode_p50_ms", "decode_ms_per_token_p99": "decode_p99_ms",
+            "decode_tokens_per_s": "tokens_per_s_per_seq", "decode_tokens_per_s_batch": "tokens_per_s_batch",
+            "latency_ms_mean": "e2e_ms", "gpu_energy_j_per_token": "gpu_j_per_token"}
+    return gen[list(cols)].rename(columns=cols)
 
 
 def detail_table(frame: pd.DataFrame) -> pd.DataFrame:

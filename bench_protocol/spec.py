@@ -15,20 +15,25 @@ from dataclasses import dataclass, field
 from .errors import SpecError
 
 DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
+DEFAULT_GENERATIVE_MODEL = "gpt2"
 DTYPES = ("fp32", "fp16", "bf16")
 WEIGHTS = ("auto", "pretrained", "random")
 INPUTS = ("synthetic", "text")
 # How the model is run: as is, compiled by torch.compile, or replayed from a captured CUDA graph.
 VARIANTS = ("eager", "compile", "cudagraph")
+# What is measured: one forward pass (classify), or a prefill then decode steps (generate).
+TASKS = ("classify", "generate")
+MAX_NEW_TOKENS = 1 << 16
 
 # A cell's coordinates within its run, declared once: (field, its prefix in the cell id).
 # The cell id and its parser, records, the tidy frame, the tables and compare all read this.
-CELL_AXES = (("pool", ""), ("batch_size", "b"), ("seq_len", "s"), ("dtype", ""), ("variant", ""))
+CELL_AXES = (("pool", ""), ("batch_size", "b"), ("seq_len", "s"), ("dtype", ""), ("variant", ""), ("task", ""),
+             ("new_tokens", "n"))
 AXES = tuple(name for name, _ in CELL_AXES)
 # The axes that split a run into comparison tables (pool and batch size are inside each table).
 COMBO_AXES = tuple(a for a in AXES if a not in ("pool", "batch_size"))
 # What a record written before an axis existed measured.
-AXIS_DEFAULTS = {"variant": "eager"}
+AXIS_DEFAULTS = {"variant": "eager", "task": "classify", "new_tokens": 0}
 
 # A pool is a queue name; the torch device kinds double as the default pool names.
 _POOL_RE = re.compile(r"^[a-z][a-z0-9._-]{0,39}(:[0-9]{1,2})?$")
@@ -118,6 +123,18 @@ def check_variant(variant: str) -> str:
     return variant
 
 
+def check_task(task: str, new_tokens: int) -> None:
+    """A generate cell makes 1 to MAX_NEW_TOKENS tokens; a classify cell makes none."""
+    if task not in TASKS:
+        raise SpecError(f"unknown task {task!r}: use auto, {', '.join(TASKS)}")
+    if not isinstance(new_tokens, int) or isinstance(new_tokens, bool):
+        raise SpecError(f"new tokens must be an integer, got {new_tokens!r}")
+    if task == "generate" and not 0 < new_tokens <= MAX_NEW_TOKENS:
+        raise SpecError(f"new tokens must be a positive integer up to {MAX_NEW_TOKENS}, got {new_tokens}")
+    if task == "classify" and new_tokens != 0:
+        raise SpecError("a classify cell generates no tokens (new tokens must be 0)")
+
+
 def pool_kind(pool: str) -> str:
     """The device kind a pool name implies: 'cuda:1' -> 'cuda', 'cpu-1t' -> 'cpu'."""
     head = re.split(r"[:._-]", pool, maxsplit=1)[0]
@@ -183,6 +200,8 @@ class RunSpec:
     model: ModelRef = field(default_factory=ModelRef)
     rules: MeasureRules = field(default_factory=MeasureRules)
     variants: list[str] = field(default_factory=lambda: ["eager"])
+    task: str = "classify"
+    new_tokens: int = 32  # generated per sequence by a generate cell (its prompt is seq_len tokens)
     run_id: str = field(default_factory=new_run_id)
     baseline: str | None = None
     latency_budget_ms: float | None = None
@@ -211,6 +230,9 @@ class RunSpec:
             raise SpecError("no variant given")
         for variant in self.variants:
             check_variant(variant)
+        check_task(self.task, 0 if self.task == "classify" else self.new_tokens)
+        if not isinstance(self.new_tokens, int) or isinstance(self.new_tokens, bool) or not 0 < self.new_tokens <= MAX_NEW_TOKENS:
+            raise SpecError(f"new tokens must be a positive integer up to {MAX_NEW_TOKENS}, got {self.new_tokens!r}")
         if self.latency_budget_ms is not None and (
                 not isinstance(self.latency_budget_ms, (int, float)) or isinstance(self.latency_budget_ms, bool)
                 or not self.latency_budget_ms > 0):
@@ -223,8 +245,8 @@ class RunSpec:
 
     def cells(self) -> list["CellSpec"]:
         return [
-            CellSpec(run_id=self.run_id, pool=pool, batch_size=b, seq_len=s, dtype=d, variant=v,
-                     model=self.model, rules=self.rules)
+            CellSpec(run_id=self.run_id, pool=pool, batch_size=b, seq_len=s, dtype=d, variant=v, task=self.task,
+                     new_tokens=self.new_tokens if self.task == "generate" else 0, model=self.model, rules=self.rules)
             for pool in self.pools for d in self.dtypes for v in self.variants for s in self.seq_lens
             for b in self.batch_sizes
         ]
@@ -253,6 +275,8 @@ class CellSpec:
     seq_len: int
     dtype: str
     variant: str = "eager"
+    task: str = "classify"
+    new_tokens: int = 0
     model: ModelRef = field(default_factory=ModelRef)
     rules: MeasureRules = field(default_factory=MeasureRules)
 
@@ -262,6 +286,7 @@ class CellSpec:
         if self.dtype not in DTYPES:
             raise SpecError(f"unknown dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
         check_variant(self.variant)
+        check_task(self.task, self.new_tokens)
         for what, v, top in (("batch size", self.batch_size, MAX_BATCH), ("sequence length", self.seq_len, MAX_SEQ)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0 or v > top:
                 raise SpecError(f"{what} must be a positive integer up to {top}, got {v!r}")

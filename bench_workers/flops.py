@@ -18,13 +18,14 @@ def _custom_mapping(torch) -> dict:
     return {op: cpu_sdpa} if op is not None else {}
 
 
-def count_forward_flops(torch, model, feeds: dict) -> int:
-    """FLOPs of ``model(**feeds)`` (multiply-add = 2 FLOPs), from one untimed forward pass."""
+def count_flops(torch, call) -> int:
+    """FLOPs of one ``call()`` (a forward pass, or a whole generate; multiply-add = 2 FLOPs),
+    from one untimed run of it."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False, custom_mapping=_custom_mapping(torch))
     with torch.inference_mode(), counter:
-        model(**feeds)
+        call()
     return int(counter.get_total_flops())
 
 

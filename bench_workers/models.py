@@ -52,7 +52,7 @@ class LoadedModel:
             "hidden_size": getattr(cfg, "hidden_size", None),
             "num_hidden_layers": getattr(cfg, "num_hidden_layers", None),
             "num_attention_heads": getattr(cfg, "num_attention_heads", None),
-            "max_position_embeddings": getattr(cfg, "max_position_embeddings", None),
+            "max_position_embeddings": getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None),
             "vocab_size": getattr(cfg, "vocab_size", None),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "weights": self.weights,
@@ -80,31 +80,39 @@ def resolve_local_dir(model: str, allowed_dirs: list[Path] | None) -> Path | Non
     return path
 
 
-def _auto_classes():
-    from transformers import AutoModel, AutoModelForSequenceClassification
+def _auto_classes(task: str):
+    """(the head to load, the fallback): a classifier falls back to the bare model; a generate
+    cell needs a causal LM head and has no fallback."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    if task == "generate":
+        return AutoModelForCausalLM, None
     return AutoModelForSequenceClassification, AutoModel
 
 
-def _from_config(config):
-    """The same architecture with random weights (sequence-classification head where it has one)."""
+def _from_config(config, task: str):
+    """The same architecture with random weights (the task's head where it has one)."""
     import torch
 
-    head, base = _auto_classes()
+    head, base = _auto_classes(task)
     torch.manual_seed(0)  # the same random weights every time
     try:
         return head.from_config(config, trust_remote_code=False)
-    except ValueError:
+    except ValueError as exc:
+        if base is None:
+            raise SpecError(f"model type {getattr(config, 'model_type', '?')} has no causal LM head: it cannot generate") from exc
         return base.from_config(config, trust_remote_code=False)
 
 
-def _from_pretrained(source: str, **kwargs):
-    head, base = _auto_classes()
+def _from_pretrained(source: str, task: str, **kwargs):
+    head, base = _auto_classes(task)
     try:
         return head.from_pretrained(source, trust_remote_code=False, **kwargs)
     except ValueError as exc:
         if "Unrecognized configuration class" not in str(exc):
             raise
+        if base is None:
+            raise SpecError(f"model {source} has no causal LM head: it cannot generate") from None
         return base.from_pretrained(source, trust_remote_code=False, **kwargs)
 
 
@@ -128,7 +136,7 @@ def _hub_offline() -> bool:
     return not _hub_reachable
 
 
-def load_model(ref: ModelRef, allowed_dirs: list[Path] | None = None) -> LoadedModel:
+def load_model(ref: ModelRef, allowed_dirs: list[Path] | None = None, task: str = "classify") -> LoadedModel:
     from transformers import AutoConfig
 
     t0 = time.perf_counter()
@@ -141,14 +149,14 @@ def load_model(ref: ModelRef, allowed_dirs: list[Path] | None = None) -> LoadedM
         has_weights = any((local / f).is_file() for f in WEIGHT_FILES)
         tok = str(local) if (local / "tokenizer_config.json").is_file() or (local / "vocab.txt").is_file() else None
         if ref.weights != "random" and has_weights:
-            model = _from_pretrained(str(local))
+            model = _from_pretrained(str(local), task)
             return LoadedModel(model, model.config, "pretrained", str(local), time.perf_counter() - t0, None, tok)
         if ref.weights == "pretrained":
             raise WeightsUnavailable(f"model directory {local} has no weights ({', '.join(WEIGHT_FILES)})")
         if ref.weights == "auto":
             warning = f"no weights in {local}: measuring random weights of the same architecture"
             log.warning(warning)
-        return LoadedModel(_from_config(config), config, "random", str(local), time.perf_counter() - t0, warning, tok)
+        return LoadedModel(_from_config(config, task), config, "random", str(local), time.perf_counter() - t0, warning, tok)
 
     # A hub id: the local cache first, then the hub (unless offline), then a bundled config.
     if ref.weights != "random":
@@ -159,7 +167,7 @@ def load_model(ref: ModelRef, allowed_dirs: list[Path] | None = None) -> LoadedM
             tried.append("hub: unreachable or HF_HUB_OFFLINE set")
         for where, kwargs in attempts:
             try:
-                model = _from_pretrained(ref.model, **kwargs)
+                model = _from_pretrained(ref.model, task, **kwargs)
                 return LoadedModel(model, model.config, "pretrained", where, time.perf_counter() - t0, None, ref.model)
             except (OSError, ValueError) as exc:
                 tried.append(f"{where}: {str(exc).splitlines()[0][:160]}")
@@ -183,5 +191,5 @@ def load_model(ref: ModelRef, allowed_dirs: list[Path] | None = None) -> LoadedM
     if ref.weights == "auto":
         warning = f"pretrained weights of {ref.model} unavailable: measuring random weights from the {source}"
         log.warning(warning)
-    return LoadedModel(_from_config(config), config, "random", source, time.perf_counter() - t0, warning,
+    return LoadedModel(_from_config(config, task), config, "random", source, time.perf_counter() - t0, warning,
                        ref.model if source != "bundled config.json" else None)

@@ -35,15 +35,20 @@ def _graphs(torch) -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
-def check_supported(variant: str, device) -> None:
-    """Refuse a variant the device cannot run before anything is loaded."""
+def check_supported(variant: str, device, task: str = "classify") -> None:
+    """Refuse a variant the device (or the task) cannot run before anything is loaded."""
+    if task == "generate" and variant != "eager":
+        # generate() drives the model step by step with a growing cache: a compiled or captured
+        # forward would need a static cache, which not every model has.
+        raise UnsupportedVariant(f"unsupported variant: {variant} is not available for generate cells (eager only)")
     if variant == "cudagraph" and device.type != "cuda":
         raise UnsupportedVariant(f"unsupported variant: cudagraph needs a CUDA device, this cell runs on {device.type}")
 
 
-def prepare(torch, variant: str, model, feeds: dict, device, sync) -> Runner:
+def prepare(torch, variant: str, model, feeds: dict, device, sync, eager: Callable[[], object]) -> Runner:
+    """``eager`` is the call as it is (a forward pass, or a generate)."""
     if variant == "eager":
-        return Runner(lambda: model(**feeds))
+        return Runner(eager)
     if variant == "compile":
         # A fresh compile per cell: its compile time is its own and its graph is for its own
         # static shape (no cache from a previous cell's shape, no dynamic-shape fallback).

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The prepared GPU check: the default model on CPU and on the NVIDIA GPU of this machine,
-# batch sizes 1, 8, 32, fp32 and fp16, measured in one process (the embedded path: no broker,
-# so neither celery nor redis is needed). Outputs go to $OUT (default results/gpu-check).
+# The prepared GPU check, in one process each (the embedded path: no broker, so neither celery
+# nor redis is needed); outputs go to $OUT (default results/gpu-check):
+#   1. the default model on CPU and on the NVIDIA GPU, batch sizes 1, 8, 32, fp32 and fp16;
+#   2. the GPU alone: variants eager, compile, cudagraph x fp32, fp16, bf16 x batch 1, 8, 32,
+#      with FLOPs, the measured and spec-sheet peaks and the fastest-way table;
+#   3. the measured GEMM peak against a bare matmul loop (benchmarks/peak.py).
 # Needs python3 with torch (CUDA build), transformers, pandas, typer, psutil, nvidia-ml-py;
 # works offline (the default model runs with random weights from its bundled config).
 #   OUT=/tmp/out bash scripts/gpu_check.sh
@@ -23,11 +26,21 @@ done
 
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 # Run from the source tree: nothing to install, so it works with no network.
-PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout 450 "$PY" -m bench_ctl.cli run \
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+timeout 170 "$PY" -m bench_ctl.cli run \
   --devices cpu,cuda --batch-sizes 1,8,32 --dtypes fp32,fp16 --min-time 1 --iterations 10 \
   --out "$OUT/report" 2>&1 | tee "$OUT/run.log"
 rc=${PIPESTATUS[0]}
 if [ -f "$OUT/report/report.md" ]; then
   sed -n '/## Performance Comparison/,/## Conclusion/p' "$OUT/report/report.md"
 fi
+timeout 250 "$PY" -m bench_ctl.cli run \
+  --devices cuda --batch-sizes 1,8,32 --dtypes fp32,fp16,bf16 --variants eager,compile,cudagraph \
+  --min-time 0.5 --iterations 10 --out "$OUT/variants" 2>&1 | tee "$OUT/variants.log"
+rc2=${PIPESTATUS[0]}
+if [ -f "$OUT/variants/report.md" ]; then
+  sed -n '/## Fastest way to run it/,/## Details/p' "$OUT/variants/report.md"
+fi
+timeout 60 "$PY" benchmarks/peak.py --device cuda --dtypes fp32,bf16 --size 8192 --iters 50 --rounds 3 2>&1 | tee "$OUT/peak.txt"
+[ "$rc" -eq 0 ] && exit "$rc2"
 exit "$rc"

@@ -17,10 +17,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_model import save_tiny_distilbert  # noqa: E402
+from bench_protocol.spec import CellSpec  # noqa: E402
+from tiny_model import save_tiny_distilbert, save_tiny_gpt2  # noqa: E402
 
 BIN = Path(sys.executable).parent
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def cell_id(run_id: str, pool: str = "cpu", batch: int = 1, seq: int = 16, dtype: str = "fp32", **axes) -> str:
+    """A cell's id as the spec makes it (every axis beyond these at its default)."""
+    return CellSpec(run_id=run_id, pool=pool, batch_size=batch, seq_len=seq, dtype=dtype, **axes).cell_id
 
 
 def free_port() -> int:
@@ -112,6 +118,7 @@ def models_dir(tmp_path_factory) -> Path:
     save_tiny_distilbert(root / "tiny")
     save_tiny_distilbert(root / "tiny-config-only", with_weights=False)
     save_tiny_distilbert(root / "tiny-with-tokenizer", tokenizer=True)
+    save_tiny_gpt2(root / "tiny-gpt2")
     return root
 
 

@@ -1,6 +1,7 @@
 """Records that carry the seed report's figures (DistilBERT SST-2 at batch size 8, CPU vs GPU)."""
 
 from bench_protocol.records import results_document
+from bench_protocol.spec import CellSpec
 
 RUN_ID = "20250101-000000-5eed00"
 
@@ -19,7 +20,7 @@ MODEL = {"model": "distilbert-base-uncased-finetuned-sst-2-english", "model_type
 
 def cell(pool, latency, throughput, cpu_mem, gpu_mem=None, power=None, fp="cpuhost0000"):
     return {
-        "schema_version": 1, "cell_id": f"{RUN_ID}:{pool}:b8:s128:fp32", "run_id": RUN_ID, "pool": pool, "device": pool,
+        "schema_version": 1, "cell_id": CellSpec(run_id=RUN_ID, pool=pool, batch_size=8, seq_len=128, dtype="fp32").cell_id, "run_id": RUN_ID, "pool": pool, "device": pool,
         "batch_size": 8, "seq_len": 128, "dtype": "fp32", "status": "ok", "error": None, "model": MODEL,
         "metrics": {"latency_ms": {"n": 100, "mean": latency, "median": latency, "p90": latency, "p95": latency,
                                    "p99": latency, "std": 0.01 * latency, "min": latency, "max": latency, "cv": 0.01},

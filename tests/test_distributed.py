@@ -5,7 +5,7 @@ import threading
 import pandas as pd
 
 from bench_protocol import keys
-from conftest import benchctl, load_json, wait_for
+from conftest import benchctl, cell_id, load_json, wait_for
 
 FAST = ["--warmup", "1", "--iterations", "3", "--min-time", "0"]
 
@@ -102,6 +102,6 @@ def test_cancel_leaves_queued_cells_unmeasured(redis_server, workers, tiny_model
     wait_for(lambda: r.llen("cpu") == 0, 60, "the queue to drain")
     wait_for(lambda: w.log.read_text().count("succeeded") >= 2, 60, "both deliveries to be handled")
     assert set(r.hvals(keys.run_cells(run_id))) == {"cancelled"}
-    assert not r.exists(keys.cell(f"{run_id}:cpu:b1:s16:fp32"))
+    assert not r.exists(keys.cell(cell_id(run_id)))
     col = benchctl("collect", run_id, "--broker", redis_server.url, "--timeout", "5", "--out", str(tmp_path / "c"))
     assert col.returncode != 0 and "no cell has finished" in col.stderr

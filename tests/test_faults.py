@@ -14,6 +14,7 @@ import pytest
 
 from bench_protocol import keys
 from conftest import BIN, RedisServer, benchctl, load_json, wait_for, worker_env
+from conftest import cell_id as make_cell_id
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +65,7 @@ def test_a_delivery_of_a_cell_in_measurement_waits_instead_of_measuring(redis_se
     r = redis_server.client()
     workers(redis_server.url, name="cpu-a@test", env=ENV, client=r)
     run_id = submit(redis_server.url, tiny_model, "--min-time", "6", "--iterations", "1", batches="1")
-    cell_id = f"{run_id}:cpu:b1:s16:fp32"
+    cell_id = make_cell_id(run_id)
     wait_for(lambda: r.get(keys.worker_current("cpu-a@test")) == cell_id, 60, "worker a to start the cell")
     b = workers(redis_server.url, name="cpu-b@test", env=ENV, client=r)
     # Deliver the same cell again, as kombu's restore of an unacked message would.
@@ -91,7 +92,7 @@ def test_a_cell_longer_than_any_timeout_is_cut_by_its_limit_and_never_redelivere
     b = workers(redis_server.url, name="cpu-b@test", env=ENV, client=r)
     # Asks for 5 minutes of timing: past its 9 s limit and past the 40 s visibility timeout.
     run_id = submit(redis_server.url, tiny_model, "--min-time", "300", "--max-time", "300", batches="1")
-    cell_id = f"{run_id}:cpu:b1:s16:fp32"
+    cell_id = make_cell_id(run_id)
     wait_for(lambda: r.hget(keys.run_cells(run_id), cell_id) == "error", 60, "the time limit to end the cell")
     rec = json.loads(r.get(keys.cell(cell_id)))
     assert rec["error"]["type"] == "time_limit"
@@ -159,7 +160,7 @@ def test_collect_times_out_naming_missing_cells_and_ctrl_c_keeps_records(redis_s
     run_id = submit(redis_server.url, tiny_model, "--allow-missing", "--iterations", "1", "--min-time", "0", batches="1,2")
     late = collect(redis_server.url, run_id, tmp_path / "late", 2)
     assert late.returncode == 5
-    assert f"{run_id}:cpu:b1:s16:fp32 (queued)" in late.stderr and "Traceback" not in late.stderr
+    assert f"{make_cell_id(run_id)} (queued)" in late.stderr and "Traceback" not in late.stderr
     assert not (tmp_path / "late").exists()
     st = benchctl("status", run_id, "--broker", redis_server.url, env=ENV)
     assert st.returncode == 0 and "queued=2" in st.stdout
@@ -178,5 +179,5 @@ def test_collect_times_out_naming_missing_cells_and_ctrl_c_keeps_records(redis_s
 
     part_id = submit(redis_server.url, tiny_model, "--allow-missing", "--iterations", "1", batches="3", pools="cpu,cuda")
     part = collect(redis_server.url, part_id, tmp_path / "part", 30, "--partial")
-    assert part.returncode == 0 and f"missing: {part_id}:cuda:b3:s16:fp32 (queued)" in part.stderr
+    assert part.returncode == 0 and f"missing: {make_cell_id(part_id, 'cuda', 3)} (queued)" in part.stderr
     assert "### Missing cells" in (tmp_path / "part" / "report.md").read_text()

@@ -11,7 +11,7 @@ import pytest
 from bench_protocol import keys
 from bench_protocol.errors import SpecError
 from bench_protocol.spec import CellSpec
-from conftest import RedisServer, benchctl, free_port, load_json, wait_for, worker_env
+from conftest import RedisServer, benchctl, cell_id, free_port, load_json, wait_for, worker_env
 
 FAST = ["--warmup", "0", "--iterations", "2", "--min-time", "0", "--seq-lens", "16"]
 
@@ -64,10 +64,10 @@ def test_worker_refuses_crafted_tasks_and_foreign_paths(redis_server, workers, t
     app = make_app(BrokerConfig.resolve(redis_server.url))
     crafted = {"run_id": "20260101-000000-abcdef", "pool": "cpu", "batch_size": 1, "seq_len": 8, "dtype": "fp32",
                "model": {"model": str(tiny_model), "trust_remote_code": True}}
-    res = app.send_task(keys.TASK_RUN_CELL, args=[crafted], task_id="20260101-000000-abcdef:cpu:b1:s8:fp32", queue="cpu")
+    res = app.send_task(keys.TASK_RUN_CELL, args=[crafted], task_id=cell_id("20260101-000000-abcdef", seq=8), queue="cpu")
     assert res.get(timeout=30)["status"] == "refused"
     not_a_run = dict(crafted, batch_size=2, model={"model": str(tiny_model)})
-    res = app.send_task(keys.TASK_RUN_CELL, args=[not_a_run], task_id="20260101-000000-abcdef:cpu:b2:s8:fp32", queue="cpu")
+    res = app.send_task(keys.TASK_RUN_CELL, args=[not_a_run], task_id=cell_id("20260101-000000-abcdef", batch=2, seq=8), queue="cpu")
     assert res.get(timeout=30) == {"status": "refused", "reason": "cell not part of a submitted run"}
     app.close()
     assert not r.keys(keys.cell("*"))

@@ -33,6 +33,18 @@ def save_tiny_distilbert(directory: Path, with_weights: bool = True, tokenizer: 
     return directory
 
 
+def save_tiny_gpt2(directory: Path) -> Path:
+    """A tiny causal LM (GPT-2 architecture, 64 positions) with its weights."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = GPT2Config(vocab_size=128, n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=1)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(directory)
+    return directory
+
+
 if __name__ == "__main__":  # python tests/tiny_model.py DIR
     import sys
 
