@@ -1,0 +1,93 @@
+"""Generate cells on a tiny GPT-2 saved by a fixture: prefill and decode measured apart."""
+
+import pytest
+
+from bench_protocol.errors import SpecError
+from bench_protocol.spec import CellSpec, MeasureRules, ModelRef, parse_cell_id
+from bench_workers.measure import measure_cell
+from conftest import benchctl, load_json
+
+RUN = "20260101-000000-abcdef"
+FAST = ["--warmup", "1", "--iterations", "3", "--min-time", "0"]
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def gen_cell(models_dir, new_tokens=8, **kw):
+    base = dict(run_id=RUN, pool="cpu", batch_size=2, seq_len=16, dtype="fp32", task="generate", new_tokens=new_tokens,
+                model=ModelRef(model=str(models_dir / "tiny-gpt2")),
+                rules=MeasureRules(warmup=1, min_iterations=4, min_time=0.05, max_time=10))
+    return CellSpec(**{**base, **kw})
+
+
+def test_each_timed_call_is_one_prefill_and_n_minus_one_decode_steps(models_dir):
+    rec = measure_cell(gen_cell(models_dir, new_tokens=8), "cpu")
+    assert rec["status"] == "ok", rec["error"]
+    m, calls = rec["metrics"], rec["metrics"]["latency_ms"]["n"]
+    # N = 8 new tokens: the first from the prefill, then 7 decode steps, in every timed call.
+    assert m["decode_steps_per_call"] == [7] and m["new_tokens_per_call"] == 8
+    assert m["ttft_ms"]["n"] == calls and len(rec["phase_latencies_ms"]["ttft_ms"]) == calls
+    assert m["decode_ms_per_token"]["n"] == 7 * calls == len(rec["phase_latencies_ms"]["decode_ms"])
+    # The phases are apart and together make up the call: prefill + steps never exceed the whole.
+    parts = m["ttft_ms"]["mean"] + 7 * m["decode_ms_per_token"]["mean"]
+    assert parts <= m["latency_ms"]["mean"] and parts > 0.7 * m["latency_ms"]["mean"]
+    assert m["decode_tokens_per_s"] == pytest.approx(1e3 / m["decode_ms_per_token"]["mean"])
+    assert m["decode_tokens_per_s_batch"] == pytest.approx(2 * m["decode_tokens_per_s"])
+    assert m["tokens_per_s"] == pytest.approx(2 * 8 / (m["latency_ms"]["mean"] / 1e3))  # generated tokens
+    assert m["flops_per_forward"] > 0 and m["cpu_memory_mb_max"] > 10
+    assert parse_cell_id(rec["cell_id"])["new_tokens"] == 8 and rec["task"] == "generate"
+
+
+def test_generate_cells_refuse_variants_they_cannot_run(models_dir):
+    rec = measure_cell(gen_cell(models_dir, variant="compile"), "cpu")
+    assert rec["status"] == "error" and rec["error"]["type"] == "unsupported_variant"
+
+
+def test_a_classifier_cannot_generate(tiny_model):
+    rec = measure_cell(CellSpec(run_id=RUN, pool="cpu", batch_size=1, seq_len=8, dtype="fp32", task="generate", new_tokens=2,
+                                model=ModelRef(model=str(tiny_model))), "cpu")
+    assert rec["status"] == "error" and "cannot generate" in rec["error"]["message"]
+
+
+def test_cell_coordinates_are_consistent():
+    with pytest.raises(SpecError, match="generates no tokens"):
+        CellSpec(run_id=RUN, pool="cpu", batch_size=1, seq_len=8, dtype="fp32", new_tokens=4)
+    with pytest.raises(SpecError, match="new tokens must be a positive integer"):
+        CellSpec(run_id=RUN, pool="cpu", batch_size=1, seq_len=8, dtype="fp32", task="generate", new_tokens=0)
+
+
+def test_run_of_a_causal_lm_generates_and_reports_both_phases(models_dir, tmp_path):
+    out = tmp_path / "out"
+    # --task auto (the default): the tiny GPT-2 is a causal LM, so its cells generate.
+    res = benchctl("run", "--devices", "cpu", "--batch-sizes", "1,2", "--seq-lens", "8", "--new-tokens", "6",
+                   "--model", str(models_dir / "tiny-gpt2"), *FAST, "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    doc = load_json(out / "results.json")
+    assert {(r["task"], r["new_tokens"], r["status"]) for r in doc["cells"]} == {("generate", 6, "ok")}
+    md = (out / "report.md").read_text()
+    assert "### Prefill (time to first token)" in md and "### Decode (per generated token)" in md
+    assert "cpu_ttft_ms_mean" in md and "cpu_decode_ms_per_token_mean" in md and "cpu_decode_tokens_per_s" in md
+    assert "### Generation: prefill and decode" in md
+    assert (out / "ttft.png").is_file() and (out / "decode_tokens_per_s.png").is_file()
+    csv = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"task", "new_tokens", "ttft_ms_mean", "decode_ms_per_token_p99", "decode_tokens_per_s"} <= set(csv)
+
+
+def test_distributed_generate_cells_on_two_pools_merge_into_both_tables(redis_server, workers, models_dir, tmp_path):
+    r = redis_server.client()
+    workers(redis_server.url, device="cpu", queue="cpu", name="cpu-a@test", client=r)
+    workers(redis_server.url, device="cpu", queue="cpu-1t", name="cpu1t-a@test", extra=["--threads", "1"], client=r)
+    res = benchctl("submit", "--devices", "cpu,cpu-1t", "--task", "generate", "--batch-sizes", "1,2", "--seq-lens", "8",
+                   "--new-tokens", "4", "--model", str(models_dir / "tiny-gpt2"), *FAST, "--broker", redis_server.url,
+                   "--wait", "--timeout", "180", "--out", str(tmp_path / "out"), timeout=240)
+    assert res.returncode == 0, res.stderr
+    doc = load_json(tmp_path / "out" / "results.json")
+    assert len(doc["cells"]) == 4 and all(c["status"] == "ok" and c["task"] == "generate" for c in doc["cells"])
+    md = (tmp_path / "out" / "report.md").read_text()
+    for column in ("cpu_ttft_ms_mean", "cpu_1t_ttft_ms_mean", "speedup_ttft_ms_mean",
+                   "cpu_decode_tokens_per_s", "cpu_1t_decode_tokens_per_s", "speedup_decode_tokens_per_s"):
+        assert column in md, column
+    assert "**Prefill**: CPU-1T reaches the first token" in md and "**Decode**: CPU-1T generates" in md
