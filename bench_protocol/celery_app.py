@@ -45,6 +45,10 @@ CLAIM_REFRESH = 5.0
 # The worker registry's TTL; the heartbeat refreshes it.
 WORKER_TTL = 15.0
 WORKER_HEARTBEAT = 3.0
+# How long a new measuring child may take to start: it imports torch and transformers and
+# measures the device's ceilings (GEMM per dtype, copy bandwidth) before taking a cell, so no
+# cell pays for either (Celery's default of 4 s would kill it on a busy host).
+CHILD_START_TIMEOUT = 120.0
 # Results of the Celery backend are a backstop only (our own records are in benchctl keys).
 RESULT_EXPIRES = 7 * 24 * 3600
 
@@ -83,6 +87,7 @@ def make_app(broker: BrokerConfig):
         task_reject_on_worker_lost=REJECT_ON_WORKER_LOST,
         worker_prefetch_multiplier=PREFETCH_MULTIPLIER,
         worker_concurrency=CONCURRENCY,
+        worker_proc_alive_timeout=CHILD_START_TIMEOUT,
         broker_transport_options=transport,
         result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT, "retry_policy": {"timeout": 10.0}},
         result_expires=RESULT_EXPIRES,

@@ -60,6 +60,22 @@ def _die_with_parent() -> None:
         pass
 
 
+def _warm_child(settings) -> None:
+    """The measuring child, before its first cell: torch threads, imports, the device's ceilings."""
+    log = logging.getLogger("benchctl.worker")
+    try:
+        from .peaks import warm_start
+        from .tasks import _apply_threads
+
+        t0 = time.perf_counter()
+        _apply_threads(settings)
+        peaks = warm_start(settings.torch_device)
+        summary = ", ".join(f"{d} {p['gemm_tflops']:.3g} TFLOP/s" for d, p in peaks.items())
+        log.info("measuring process ready in %.1fs; GEMM peaks: %s", time.perf_counter() - t0, summary or "none")
+    except Exception as exc:  # a cell measures its ceilings itself if this failed
+        log.warning("measuring process warm start failed: %s", exc)
+
+
 def configure(args: argparse.Namespace):
     from .settings import WorkerSettings
 
@@ -121,8 +137,9 @@ def run(args: argparse.Namespace) -> int:
     register_tasks(app, settings)
 
     @signals.worker_process_init.connect(weak=False)
-    def _child_init(**_):  # must stay fast (Celery times it out): no torch import here
+    def _child_init(**_):  # within CHILD_START_TIMEOUT (bench_protocol/celery_app.py)
         _die_with_parent()
+        _warm_child(settings)
 
     logging.getLogger("benchctl.worker").info("worker %s serving pool %s on %s via %s", settings.name, settings.pool,
                                               settings.device, settings.broker.safe_url)

@@ -29,7 +29,8 @@ def synthetic(torch, batch_size: int, seq_len: int, vocab_size: int, device) -> 
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
-def from_text(torch, tokenizer_source: str | None, batch_size: int, seq_len: int, device, repeats: int = 5):
+def from_text(torch, tokenizer_source: str | None, batch_size: int, seq_len: int, device, repeats: int = 5,
+              left_pad: bool = False):
     """Tokenized sentences (padded/truncated to seq_len) and the mean tokenization time in ms."""
     if tokenizer_source is None:
         raise NoTokenizer("this model has no tokenizer here: use --input synthetic")
@@ -39,6 +40,10 @@ def from_text(torch, tokenizer_source: str | None, batch_size: int, seq_len: int
         tok = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise NoTokenizer(f"no tokenizer for {tokenizer_source}: {str(exc).splitlines()[0]}") from None
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token  # causal LM tokenizers (GPT-2) have no pad token of their own
+    if left_pad:  # a prompt to generate from ends in its text, not in padding
+        tok.padding_side = "left"
     texts = [SENTENCES[i % len(SENTENCES)] for i in range(batch_size)]
     times = []
     for _ in range(repeats):

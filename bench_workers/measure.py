@@ -201,7 +201,8 @@ def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, 
     with address_space_cap(cap), torch.inference_mode():
         tokenize_ms = None
         if cell.model.input == "text":
-            feeds, tokenize_ms = inputs.from_text(torch, loaded.tokenizer_source, cell.batch_size, cell.seq_len, device)
+            feeds, tokenize_ms = inputs.from_text(torch, loaded.tokenizer_source, cell.batch_size, cell.seq_len, device,
+                                                  left_pad=cell.task == "generate")
         else:
             feeds = inputs.synthetic(torch, cell.batch_size, cell.seq_len, info["vocab_size"] or 2, device)
 

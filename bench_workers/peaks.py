@@ -97,4 +97,25 @@ class DevicePeaks:
                           "best device-to-device copy (read + write bytes)"}
 
 
+def warm_start(torch_device: str) -> dict:
+    """At a measuring process's start: import what cells need and measure the ceilings of every
+    dtype the device runs natively, so that no cell pays for either."""
+    import torch
+    import transformers  # noqa: F401 (imported now, not inside the first cell)
+
+    from .dtypes import UnsupportedDtype, check_supported
+
+    device = torch.device(torch_device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return {}
+    measured = {}
+    for name in ("fp32", "bf16", "fp16"):
+        try:
+            check_supported(torch, device, name)
+        except UnsupportedDtype:
+            continue
+        measured[name] = PEAKS.get(torch, device, name)
+    return measured
+
+
 PEAKS = DevicePeaks()  # one per process: the measuring child of a worker, or the embedded run

@@ -4,7 +4,8 @@
 #   1. the default model on CPU and on the NVIDIA GPU, batch sizes 1, 8, 32, fp32 and fp16;
 #   2. the GPU alone: variants eager, compile, cudagraph x fp32, fp16, bf16 x batch 1, 8, 32,
 #      with FLOPs, the measured and spec-sheet peaks and the fastest-way table;
-#   3. the measured GEMM peak against a bare matmul loop (benchmarks/peak.py).
+#   3. the measured GEMM peak against a bare matmul loop (benchmarks/peak.py);
+#   4. GPT-2 generating on CPU and GPU: prefill and decode apart.
 # Needs python3 with torch (CUDA build), transformers, pandas, typer, psutil, nvidia-ml-py;
 # works offline (the default model runs with random weights from its bundled config).
 #   OUT=/tmp/out bash scripts/gpu_check.sh
@@ -42,5 +43,10 @@ if [ -f "$OUT/variants/report.md" ]; then
   sed -n '/## Fastest way to run it/,/## Details/p' "$OUT/variants/report.md"
 fi
 timeout 60 "$PY" benchmarks/peak.py --device cuda --dtypes fp32,bf16 --size 8192 --iters 50 --rounds 3 2>&1 | tee "$OUT/peak.txt"
+timeout 100 "$PY" -m bench_ctl.cli run --devices cpu,cuda --task generate --batch-sizes 1,8 --seq-lens 128 \
+  --new-tokens 32 --iterations 5 --min-time 0.5 --out "$OUT/generate" 2>&1 | tee "$OUT/generate.log"
+if [ -f "$OUT/generate/report.md" ]; then
+  sed -n '/## Performance Comparison/,/## Conclusion/p' "$OUT/generate/report.md"
+fi
 [ "$rc" -eq 0 ] && exit "$rc2"
 exit "$rc"

@@ -41,6 +41,15 @@ def test_each_timed_call_is_one_prefill_and_n_minus_one_decode_steps(models_dir)
     assert parse_cell_id(rec["cell_id"])["new_tokens"] == 8 and rec["task"] == "generate"
 
 
+def test_default_generative_model_runs_offline_from_its_bundled_config():
+    from bench_workers.models import load_model
+
+    loaded = load_model(ModelRef(model="gpt2"), task="generate")
+    assert loaded.weights == "random" and loaded.source == "bundled config.json"
+    assert type(loaded.model).__name__ == "GPT2LMHeadModel"
+    assert loaded.info("gpt2")["parameters"] == 124_439_808
+
+
 def test_generate_cells_refuse_variants_they_cannot_run(models_dir):
     rec = measure_cell(gen_cell(models_dir, variant="compile"), "cpu")
     assert rec["status"] == "error" and rec["error"]["type"] == "unsupported_variant"
