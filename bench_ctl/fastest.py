@@ -64,9 +64,9 @@ def fastest_ways(frame: pd.DataFrame, budget_ms: float | None = None) -> pd.Data
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def sentence(row) -> str:
-    """The Conclusion's sentence for one row of :func:`fastest_ways`."""
-    where = display_name(row["pool"]) + "".join(f", {a.replace('_', ' ')} {row[a]}" for a in WORKLOAD_AXES)
+def sentence(row, shown: tuple = WORKLOAD_AXES) -> str:
+    """The Conclusion's sentence for one row of :func:`fastest_ways` (naming the workload axes in ``shown``)."""
+    where = display_name(row["pool"]) + "".join(f", {a.replace('_', ' ')} {row[a]}" for a in shown)
     if pd.isna(row.get("throughput_mean")):
         return f"On {where}: nothing to recommend ({row['verdict']})."
     head = (f"On {where}, the fastest way to run it is {describe(row)}: {row['throughput_mean']:.2f} items/s, "

@@ -8,7 +8,7 @@ import pandas as pd
 
 from .compare import noise_pct
 from .document import Bullets, Document, Heading, Image, Para, Table
-from .fastest import candidates, fastest_ways, sentence, winner
+from .fastest import WORKLOAD_AXES, candidates, fastest_ways, sentence, winner
 from .labels import column_prefix, display_name, is_gpu_pool, model_display
 from .tables import (AXIS_HEADERS, combo_cells, combo_title, comparison_tables, detail_table, dtype_table,
                      efficiency_table, generation_table, phase_tables, speedup_name, varying_axes)
@@ -296,7 +296,8 @@ def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tab
         d.add(Bullets([f"{combo_title(c, shown)}: {text}" for c, text in conclusions]))
     fastest = fastest_ways(frame, budget)
     if len(candidates(frame)) > len(fastest):  # some pool had a choice to make
-        d.add(Para(" ".join(sentence(row) for _, row in fastest.iterrows())))
+        shown = tuple(a for a in WORKLOAD_AXES if fastest[a].nunique() > 1)
+        d.add(Para(" ".join(sentence(row, shown) for _, row in fastest.iterrows())))
 
     # Beyond the seed.
     d.add(Heading(2, "Fastest way to run it"),
