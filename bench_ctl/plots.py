@@ -135,3 +135,41 @@ def roofline(frame: pd.DataFrame, pools: list[str], plt, save) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     save(fig, "roofline.png", "Roofline per pool")
+
+
+def trend_plot(cells: pd.DataFrame, path: Path, title: str) -> None:
+    """Latency and throughput over time, a line per (host fingerprint, cell coordinates); a
+    dashed line where the torch or GPU driver version of a fingerprint changed."""
+    import datetime as dt
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench_protocol.spec import COMBO_AXES
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    cells = cells.sort_values("created")
+    when = cells["created"].map(lambda t: dt.datetime.fromtimestamp(t, dt.timezone.utc))
+    cells = cells.assign(when=when)
+    for key, g in cells.groupby(["host", "fingerprint_id", "batch_size", *COMBO_AXES], sort=False, dropna=False):
+        label = f"{key[0]} ({str(key[1])[:8]}) b{key[2]} s{key[3]} {key[4]}"
+        top.plot(g["when"], g["latency_ms_mean"], marker="o", label=label)
+        bottom.plot(g["when"], g["throughput_mean"], marker="o", label=label)
+    versions = (cells["torch"].fillna("") + " / " + cells["gpu_driver"].fillna("-"))
+    changed = cells[versions.ne(versions.shift()) & versions.shift().notna()]
+    for _, row in changed.iterrows():
+        for ax in (top, bottom):
+            ax.axvline(row["when"], color="grey", ls="--", lw=0.8)
+        top.annotate(f"torch {row['torch']}", (row["when"], top.get_ylim()[1]), fontsize=7, rotation=90, va="top")
+    top.set_ylabel("mean latency (ms)")
+    bottom.set_ylabel("items / s")
+    top.set_title(f"Trend: {title}")
+    for ax in (top, bottom):
+        ax.grid(True, alpha=0.3)
+    top.legend(fontsize=7)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

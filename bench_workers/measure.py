@@ -150,6 +150,8 @@ def measure_cell(cell: CellSpec, device_name: str, *, cache: ModelCache | None =
         record = _measure(cell, device_name, cache, allowed_dirs, started)
     except Exception as exc:  # the cell fails, the worker and the run go on
         kind = classify(exc)
+        if kind == "error" and cell.rules.memory_limit_mb and "could not create a primitive" in str(exc):
+            kind = "out_of_memory"  # oneDNN's word for an allocation refused under the memory cap
         if kind == "out_of_memory":
             cache.clear()
         message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__

@@ -1,0 +1,247 @@
+"""The results history: every finished run appended to a database, one row per cell.
+
+SQLite by default (``~/.local/share/benchctl/history.db``), PostgreSQL for a team
+(``BENCHCTL_HISTORY=postgresql://user@host/db``); any SQLAlchemy URL or a file path works.
+Tables: ``meta`` (the schema version), ``runs`` (one row per run), ``cells`` (the tidy frame's
+columns per cell, with the run's model and creation time and the host's software versions),
+``fingerprints`` (one row per host fingerprint). Appending a run again replaces its rows,
+so a run is never counted twice. A database of another schema version is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from bench_protocol.errors import BenchError
+
+from .frame import COLUMNS, cells_frame
+
+SCHEMA_VERSION = 1
+DEFAULT_PATH = Path("~/.local/share/benchctl/history.db")
+# Text columns of the frame; every other frame column is a number (``valid`` is 1, 0 or null).
+TEXT_COLUMNS = {"run_id", "cell_id", "label", "device", "pool", "dtype", "variant", "task", "status", "error_type", "error",
+                "invalid_reason", "host", "worker", "fingerprint_id", "weights"}
+# What the cells table adds to the frame: the run and the host's software.
+RUN_COLUMNS = ["model", "created"]
+VERSION_COLUMNS = ["torch", "transformers", "cuda_version", "gpu_driver", "gpu_name"]
+
+
+class HistoryError(BenchError):
+    exit_code = 2
+
+
+def history_url(url: str | None = None) -> str:
+    """The database to use: ``url``, else $BENCHCTL_HISTORY, else the default SQLite file. A
+    plain path means a SQLite file; postgresql:// uses the psycopg driver."""
+    url = url or os.environ.get("BENCHCTL_HISTORY") or str(DEFAULT_PATH)
+    if "://" not in url:
+        return "sqlite:///" + str(Path(url).expanduser().resolve())
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _safe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "the history database"
+
+
+def _tables(metadata):
+    from sqlalchemy import Column, Float, Integer, String, Table, Text
+
+    def typed(name):
+        return Column(name, Text if name in TEXT_COLUMNS else Float, primary_key=name == "cell_id")
+
+    Table("meta", metadata, Column("key", String(64), primary_key=True), Column("value", Text))
+    Table("runs", metadata, Column("run_id", String(64), primary_key=True), Column("created", Float),
+          Column("model", Text), Column("pools", Text), Column("cells", Integer), Column("ok", Integer),
+          Column("hosts", Text), Column("mode", Text), Column("appended_at", Float))
+    Table("fingerprints", metadata, Column("fingerprint_id", String(64), primary_key=True), Column("hostname", Text),
+          *(Column(c, Text) for c in VERSION_COLUMNS), Column("cpu_model", Text), Column("data", Text))
+    Table("cells", metadata, *(typed(c) for c in COLUMNS), Column("model", Text), Column("created", Float),
+          *(Column(c, Text) for c in VERSION_COLUMNS))
+
+
+class History:
+    def __init__(self, url: str | None = None) -> None:
+        from sqlalchemy import MetaData, create_engine
+
+        self.url = history_url(url)
+        if self.url.startswith("sqlite:///"):
+            Path(self.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            args = {"timeout": 10}
+        elif self.url.startswith("postgresql"):
+            args = {"connect_timeout": 10}
+        else:
+            args = {}
+        try:
+            self.engine = create_engine(self.url, connect_args=args)
+        except Exception as exc:  # an unknown dialect, a malformed URL
+            raise HistoryError(f"history database {_safe(self.url)}: {str(exc).splitlines()[0]}") from None
+        self.metadata = MetaData()
+        _tables(self.metadata)
+        self._guard(self._ensure_schema)
+
+    def _guard(self, fn):
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return fn()
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise HistoryError(f"history database {_safe(self.url)}: {reason}") from None
+
+    def _ensure_schema(self) -> None:
+        from sqlalchemy import inspect, select
+
+        meta = self.metadata.tables["meta"]
+        with self.engine.begin() as conn:
+            existing = set(inspect(conn).get_table_names())
+            if existing and "meta" not in existing:
+                raise HistoryError(f"history database {_safe(self.url)} is not a benchctl history (no meta table)")
+            if "meta" in existing:
+                found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+                if found != str(SCHEMA_VERSION):
+                    raise HistoryError(f"history database {_safe(self.url)} has schema version {found}; "
+                                       f"this benchctl reads version {SCHEMA_VERSION}")
+                return
+            self.metadata.create_all(conn)
+            conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def append(self, doc: dict) -> int:
+        """Add (or replace) a finished run; returns the number of cells kept."""
+        run = doc.get("run") or {}
+        run_id = run.get("run_id")
+        if not run_id:
+            raise HistoryError("records without a run id cannot go into the history")
+        frame = cells_frame(doc)
+        fps = doc.get("fingerprints") or {}
+        model = _model_of(doc)
+        created = run.get("created") or time.time()
+        frame["valid"] = frame["valid"].map({True: 1.0, False: 0.0})
+        frame["model"] = model
+        frame["created"] = float(created)
+        for col in VERSION_COLUMNS:
+            frame[col] = frame["fingerprint_id"].map(lambda f, c=col: _fp_value(fps.get(f) or {}, c))
+        runs, cells, fp_table = (self.metadata.tables[t] for t in ("runs", "cells", "fingerprints"))
+        run_row = {"run_id": run_id, "created": float(created), "model": model,
+                   "pools": ",".join(dict.fromkeys(frame["pool"].dropna())), "cells": len(frame),
+                   "ok": int((frame["status"] == "ok").sum()), "hosts": ",".join(dict.fromkeys(frame["host"].dropna())),
+                   "mode": run.get("mode"), "appended_at": time.time()}
+
+        def write():
+            with self.engine.begin() as conn:
+                conn.execute(cells.delete().where(cells.c.run_id == run_id))
+                conn.execute(runs.delete().where(runs.c.run_id == run_id))
+                conn.execute(runs.insert().values(**run_row))
+                known = {r[0] for r in conn.execute(fp_table.select().with_only_columns(fp_table.c.fingerprint_id))}
+                for fid, fp in fps.items():
+                    if fid not in known:
+                        conn.execute(fp_table.insert().values(
+                            fingerprint_id=fid, hostname=fp.get("hostname"), cpu_model=fp.get("cpu_model"),
+                            data=json.dumps(fp, default=str), **{c: _fp_value(fp, c) for c in VERSION_COLUMNS}))
+                if len(frame):
+                    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+                    conn.execute(cells.insert(), records)
+            return len(frame)
+
+        return self._guard(write)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def runs(self, model: str | None = None, pool: str | None = None, since: float | None = None,
+             limit: int = 50) -> pd.DataFrame:
+        from sqlalchemy import select
+
+        runs = self.metadata.tables["runs"]
+        query = select(runs).order_by(runs.c.created.desc())
+        if model:
+            query = query.where(runs.c.model == model)
+        if since is not None:
+            query = query.where(runs.c.created >= since)
+
+        def read():
+            with self.engine.connect() as conn:
+                return pd.DataFrame(conn.execute(query).mappings().all(), columns=[c.name for c in runs.columns])
+
+        frame = self._guard(read)
+        if pool:
+            frame = frame[frame["pools"].fillna("").str.split(",").map(lambda ps: pool in ps)]
+        return frame.head(limit).reset_index(drop=True)
+
+    def cells(self, model: str | None = None, pool: str | None = None, run_id: str | None = None,
+              **axes) -> pd.DataFrame:
+        """Cells of the history (oldest first), filtered by model, pool, run and any axis."""
+        from sqlalchemy import select
+
+        cells = self.metadata.tables["cells"]
+        query = select(cells).order_by(cells.c.created, cells.c.cell_id)
+        for name, value in (("model", model), ("pool", pool), ("run_id", run_id), *axes.items()):
+            if value is not None:
+                query = query.where(cells.c[name] == value)
+
+        def read():
+            with self.engine.connect() as conn:
+                return pd.DataFrame(conn.execute(query).mappings().all(), columns=[c.name for c in cells.columns])
+
+        return self._guard(read)
+
+
+def _model_of(doc: dict) -> str | None:
+    for rec in doc.get("cells") or []:
+        if (rec.get("model") or {}).get("model"):
+            return rec["model"]["model"]
+    return ((doc.get("run") or {}).get("spec") or {}).get("model", {}).get("model")
+
+
+def _fp_value(fp: dict, column: str):
+    if column == "gpu_name":
+        return (fp.get("gpu") or {}).get("name")
+    value = fp.get(column)
+    return None if value is None else str(value)
+
+
+def keep_run(doc: dict, enabled: bool = True) -> str | None:
+    """Append a finished run to the history; a partial run is not kept. A history that cannot be
+    written costs a warning, never the run's own files (they are written first)."""
+    import typer
+
+    if not enabled or (doc.get("run") or {}).get("status") == "partial":
+        return None
+    try:
+        history = History()
+        history.append(doc)
+    except (HistoryError, ImportError) as exc:
+        typer.echo(f"benchctl: warning: run not added to the history: {exc}", err=True)
+        return None
+    return _safe(history.url)
+
+
+def parse_since(text: str | None) -> float | None:
+    """'2026-11-01' (UTC), '7d' or '12h' -> epoch seconds."""
+    import datetime as dt
+    import re
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"([0-9]+)([dh])", text.strip())
+    if m:
+        return time.time() - int(m.group(1)) * (86400 if m.group(2) == "d" else 3600)
+    try:
+        day = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise HistoryError(f"malformed --since {text!r}: use a date like 2026-11-01 or an age like 7d or 12h") from None
+    if day.tzinfo is None:
+        day = day.replace(tzinfo=dt.timezone.utc)
+    return day.timestamp()

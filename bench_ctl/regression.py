@@ -1,0 +1,65 @@
+"""A run against its history: each cell against the median of the last N runs of the same model
+on the same host fingerprint, with noise from their spread (and the cells' own, as compare)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bench_protocol.spec import AXES
+
+from .compare import noise_pct
+
+KEY = [*AXES, "fingerprint_id"]
+
+
+def against_history(candidate: pd.DataFrame, past: pd.DataFrame, last: int) -> pd.DataFrame:
+    """``candidate``: the run's frame; ``past``: history cells of the same model from other runs."""
+    new = candidate[candidate["status"] == "ok"]
+    old = past[past["status"] == "ok"]
+    # The last N runs per cell coordinates and fingerprint, newest first.
+    old = old.sort_values("created", ascending=False).groupby(KEY, dropna=False).head(last)
+    base = old.groupby(KEY, dropna=False).agg(
+        latency_ms_mean_old=("latency_ms_mean", "median"), throughput_mean_old=("throughput_mean", "median"),
+        latency_spread=("latency_ms_mean", lambda s: s.std(ddof=1) / s.median() if len(s) > 1 else 0.0),
+        latency_cv_old=("latency_cv", "median"), runs=("run_id", "nunique")).reset_index()
+    both = new[KEY + ["latency_ms_mean", "throughput_mean", "latency_cv"]].merge(base, on=KEY)
+    both = both.rename(columns={"latency_ms_mean": "latency_ms_mean_new", "throughput_mean": "throughput_mean_new"})
+    both["latency_change_pct"] = 100 * (both["latency_ms_mean_new"] / both["latency_ms_mean_old"] - 1)
+    both["throughput_change_pct"] = 100 * (both["throughput_mean_new"] / both["throughput_mean_old"] - 1)
+    # Noise: the cells' own spread (as compare), or twice the history's run-to-run spread if larger.
+    both["noise_pct"] = np.maximum(noise_pct(both["latency_cv_old"], both["latency_cv"]),
+                                   200 * both["latency_spread"].fillna(0))
+    beyond = both["latency_change_pct"].abs() > both["noise_pct"]
+    both["verdict"] = np.where(~beyond, "within noise", np.where(both["latency_change_pct"] > 0, "REGRESSION", "improvement"))
+    return both[[*AXES, "runs", "latency_ms_mean_old", "latency_ms_mean_new", "latency_change_pct",
+                 "throughput_mean_old", "throughput_mean_new", "throughput_change_pct", "noise_pct", "verdict"]]
+
+
+def compare_with_history(run: str, last: int, history=None) -> pd.DataFrame:
+    """``run``: a results.json or the id of a run in the history."""
+    from pathlib import Path
+
+    from bench_protocol.errors import SpecError
+    from bench_protocol.records import load_results
+
+    from .frame import cells_frame
+    from .history import History, _model_of
+
+    history = history or History()
+    if Path(run).is_file():
+        doc = load_results(run)
+        run_id, model, candidate = (doc.get("run") or {}).get("run_id"), _model_of(doc), cells_frame(doc)
+    else:
+        candidate = history.cells(run_id=run)
+        if candidate.empty:
+            raise SpecError(f"{run} is neither a results file nor a run in the history")
+        run_id, model = run, candidate["model"].iloc[0]
+    past = history.cells(model=model)
+    past = past[past["run_id"] != run_id]
+    if past.empty:
+        raise SpecError(f"the history holds no other run of model {model} to compare with")
+    table = against_history(candidate, past, last)
+    if table.empty:
+        raise SpecError(f"no cell of {run} was measured before on the same host fingerprint and coordinates")
+    return table
