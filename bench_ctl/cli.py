@@ -13,7 +13,7 @@ import typer
 
 from bench_protocol.errors import BenchError
 
-from . import commands_distributed, commands_local  # noqa: F401  (they add their commands to app)
+from . import commands_distributed, commands_history, commands_local  # noqa: F401  (they add their commands to app)
 from .options import app, echo_err
 
 

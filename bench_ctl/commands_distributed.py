@@ -17,7 +17,7 @@ from bench_protocol.spec import check_run_id
 
 from bench_protocol.spec import RunSpec
 
-from .options import Broker, app, spec_options
+from .options import Broker, NoHistory, app, spec_options
 
 Timeout = Annotated[float, typer.Option("--timeout", help="seconds to wait at most")]
 
@@ -37,7 +37,8 @@ def _bar(done: int, total: int, width: int = 30) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
 
 
-def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: bool, quiet: bool = False) -> None:
+def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: bool, quiet: bool = False,
+             history: bool = True) -> None:
     from .collect import counts, gather, wait
     from .outdir import check_out_dir
     from .render import render_all
@@ -72,6 +73,11 @@ def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: b
     for m in doc["missing"]:
         typer.echo(f"missing: {m['cell_id']} ({m['state']})", err=True)
     typer.echo(f"report: {written['report.md']}")
+    from .history import keep_run
+
+    kept = keep_run(doc, history)
+    if kept:
+        typer.echo(f"history: {kept}")
 
 
 @app.command()
@@ -83,6 +89,7 @@ def submit(
     wait_: Annotated[bool, typer.Option("--wait", help="show progress, then collect")] = False,
     timeout: Timeout = 3600.0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="with --wait: output directory")] = None,
+    no_history: NoHistory = False,
     json_: Annotated[bool, typer.Option("--json", help="print the run id and cells as JSON")] = False,
 ):
     """Queue one task per cell on its pool's workers; print the run id."""
@@ -100,7 +107,7 @@ def submit(
     else:
         typer.echo(run_id)
     if wait_:
-        _collect(store, run_id, out, timeout, partial=False)
+        _collect(store, run_id, out, timeout, partial=False, history=not no_history)
 
 
 @app.command()
@@ -131,13 +138,14 @@ def collect(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output directory (default results/RUN_ID)")] = None,
     timeout: Timeout = 300.0,
     partial: Annotated[bool, typer.Option("--partial", help="report the finished cells even if some are missing")] = False,
+    no_history: NoHistory = False,
     broker: Broker = None,
 ):
     """Wait for the run's cells (or the timeout), then write the report."""
     check_run_id(run_id)
     if timeout < 0:
         raise SpecError("--timeout must not be negative")
-    _collect(_store(broker), run_id, out, timeout, partial)
+    _collect(_store(broker), run_id, out, timeout, partial, history=not no_history)
 
 
 @app.command()

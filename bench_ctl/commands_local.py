@@ -12,7 +12,7 @@ from bench_protocol.spec import check_torch_device
 
 from bench_protocol.spec import RunSpec
 
-from .options import app, echo_err, spec_options
+from .options import NoHistory, app, echo_err, spec_options
 
 
 @app.command()
@@ -20,9 +20,12 @@ from .options import app, echo_err, spec_options
 def run(
     spec: RunSpec,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output directory (default results/RUN_ID)")] = None,
+    no_history: NoHistory = False,
 ):
     """Measure every cell here, in this process, with no broker; write results and the report."""
     from bench_ctl.embedded_run import run_here
+    from bench_ctl.history import keep_run
+    from bench_protocol.records import load_results
 
     for device in spec.pools:
         check_torch_device(device)
@@ -30,6 +33,9 @@ def run(
     typer.echo(f"report: {written['report.md']}")
     typer.echo(f"html:   {written['report.html']}")
     typer.echo(f"data:   {written['results.json']}")
+    kept = keep_run(load_results(written["results.json"]), not no_history)
+    if kept:
+        typer.echo(f"history: {kept}")
 
 
 @app.command()
@@ -37,6 +43,7 @@ def report(
     results: Annotated[Path, typer.Argument(help="a results.json written by run or collect")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output directory")] = Path("report"),
     latency_budget_ms: Annotated[Optional[float], typer.Option("--latency-budget-ms", help="p99 budget for the fastest way (overrides the run's)")] = None,
+    no_history: NoHistory = False,
 ):
     """Re-render every report file from saved records."""
     from bench_ctl.outdir import check_out_dir
@@ -51,22 +58,42 @@ def report(
     check_out_dir(out)
     written = render_all(doc, out)
     typer.echo(f"report: {written['report.md']}")
+    from bench_ctl.history import keep_run
+
+    kept = keep_run(doc, not no_history)
+    if kept:
+        typer.echo(f"history: {kept}")
 
 
 @app.command()
 def compare(
-    old: Annotated[Path, typer.Argument(help="baseline results.json")],
-    new: Annotated[Path, typer.Argument(help="candidate results.json")],
+    old: Annotated[str, typer.Argument(help="baseline results.json (with --against history: the run, a results.json or a run id in the history)")],
+    new: Annotated[Optional[Path], typer.Argument(help="candidate results.json")] = None,
+    against: Annotated[Optional[str], typer.Option("--against", help="'history': the run against the median of its last runs on the same host")] = None,
+    last: Annotated[int, typer.Option("--last", help="with --against history: how many past runs")] = 5,
     fail_on_regression: Annotated[Optional[float], typer.Option("--fail-on-regression", help="exit 1 if a cell is slower by more than PCT percent, beyond noise")] = None,
 ):
-    """Per-cell change in latency and throughput between two runs."""
+    """Per-cell change in latency and throughput between two runs, or a run against its history."""
     from bench_ctl.compare import compare as do_compare
     from bench_ctl.compare import regressions
     from bench_protocol.records import load_results
 
     if fail_on_regression is not None and fail_on_regression < 0:
         raise SpecError("--fail-on-regression must be a non-negative percentage")
-    table = do_compare(load_results(old), load_results(new))
+    if against is not None:
+        from bench_ctl.regression import compare_with_history
+
+        if against != "history":
+            raise SpecError(f"--against takes 'history', got {against!r}")
+        if new is not None:
+            raise SpecError("with --against history, give one run (a results.json or a run id)")
+        if last <= 0:
+            raise SpecError(f"--last must be positive, got {last}")
+        table = compare_with_history(old, last)
+    elif new is None:
+        raise SpecError("compare needs two results files, or one run and --against history")
+    else:
+        table = do_compare(load_results(old), load_results(new))
     if table.empty:
         raise SpecError("the two runs share no measured cell")
     typer.echo(table.to_markdown(index=False, floatfmt=".2f"))

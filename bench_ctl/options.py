@@ -68,6 +68,9 @@ def spec_options(**defaults):
 Broker = Annotated[Optional[str], typer.Option("--broker", help="redis:// or rediss:// URL (default $BENCHCTL_BROKER_URL or redis://localhost:6379/0)")]
 
 
+NoHistory = Annotated[bool, typer.Option("--no-history", help="do not add this run to the results history ($BENCHCTL_HISTORY)")]
+
+
 def build_spec(devices, batch_sizes, seq_lens, dtypes, variants, task, new_tokens, model, weights, input_, warmup,
                iterations, min_time, max_time, time_limit, memory_limit_mb, baseline, latency_budget_ms) -> RunSpec:
     """The flags' strings -> a validated RunSpec (SpecError with one line otherwise)."""

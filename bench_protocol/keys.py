@@ -1,6 +1,7 @@
 """The Redis key layout of benchctl's own records (the Celery broker keeps its own keys).
 
-Every key starts with ``benchctl:v1:`` so a schema change never reads old keys by mistake.
+Every key starts with ``benchctl:v2:`` so a schema change never reads old keys by mistake
+(v2: cell ids carry every axis of the spec, variant, task and new tokens included).
 
 - ``run:{run_id}``           hash: spec (JSON), created, status, n_cells
 - ``runs``                   sorted set: run ids by creation time
@@ -13,7 +14,7 @@ Every key starts with ``benchctl:v1:`` so a schema change never reads old keys b
 - ``workers``                set: worker names ever registered (pruned on read)
 """
 
-PREFIX = "benchctl:v1:"
+PREFIX = "benchctl:v2:"
 
 
 def run(run_id: str) -> str:

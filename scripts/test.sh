@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages: redis-server (each test starts its own), chromium (the HTML report is
-# checked in a real browser), iproute2 (test hosts in network namespaces), openssl (TLS).
+# checked in a real browser), iproute2 (test hosts in network namespaces), openssl (TLS);
+# PostgreSQL below.
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
@@ -14,10 +16,23 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+# PostgreSQL for the history tests (each test makes and drops a database of its own). A server
+# already running is used as it is; one this script installs or starts gets a password for
+# its postgres role, since a fresh cluster does not trust TCP connections.
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  if ! command -v pg_ctlcluster >/dev/null; then
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends postgresql
+  fi
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start || true
+  for _ in $(seq 60); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done
+  $SUDO su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'benchctl-test'\""
+fi
+export BENCHCTL_TEST_POSTGRES="${BENCHCTL_TEST_POSTGRES:-postgresql://postgres:benchctl-test@127.0.0.1:5432/postgres}"
 
 # torch first, pinned: a plain requirement would pull a multi-GB CUDA build.
 [ -x .venv/bin/python ] || python3 -m venv .venv

@@ -21,6 +21,8 @@ from bench_protocol.spec import CellSpec  # noqa: E402
 from tiny_model import save_tiny_distilbert, save_tiny_gpt2  # noqa: E402
 
 BIN = Path(sys.executable).parent
+# Runs made by the tests go to a history of their own, never the user's.
+os.environ["BENCHCTL_HISTORY"] = str(Path(__import__("tempfile").mkdtemp(prefix="benchctl-history-")) / "history.db")
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
