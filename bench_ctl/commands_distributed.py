@@ -94,11 +94,15 @@ def submit(
 ):
     """Queue one task per cell on its pool's workers; print the run id."""
     from .outdir import check_out_dir
+    from .submit import shared_hosts
     from .submit import submit as do_submit
 
     if out is not None:
         check_out_dir(out)
     store = _store(broker)
+    for host, pools in shared_hosts(store, spec.pools).items():
+        typer.echo(f"benchctl: warning: pools {', '.join(pools)} share host {host}: cells measured there at the same "
+                   "time disturb each other and are marked INVALID", err=True)
     run_id = do_submit(store, spec, allow_missing)
     if json_:
         import json

@@ -1,8 +1,9 @@
 """Cell records -> one tidy DataFrame, a row per cell, with its validity flag and reason.
 
 Validity follows MLPerf's VALID/INVALID idea: a cell is INVALID when it ran fewer iterations
-than its rule asked, when its latencies spread too much to trust the mean, or when a tracker
-that its device should have could not measure.
+than its rule asked, when its latencies spread too much to trust the mean, when a tracker
+that its device should have could not measure, or when another worker measured a cell on the
+same host at the same time (two pools on one host disturb each other).
 """
 
 from __future__ import annotations
@@ -37,10 +38,34 @@ COLUMNS = [
 ]
 
 
-def _validity(rec: dict) -> tuple[bool | None, str | None]:
+def overlapping(records: list[dict]) -> dict[str, str]:
+    """Cells measured at the same time on one host by different workers disturb each other:
+    cell id -> the reason, for every such cell (from the records' host, worker and times)."""
+    by_host: dict[str, list[dict]] = {}
+    for rec in records:
+        if rec.get("status") == "ok" and rec.get("host") and rec.get("started_at") and rec.get("finished_at"):
+            by_host.setdefault(rec["host"], []).append(rec)
+    found: dict[str, str] = {}
+    for host, recs in by_host.items():
+        recs.sort(key=lambda r: r["started_at"])
+        active: list[dict] = []  # cells still running when the next one starts
+        for rec in recs:
+            active = [a for a in active if a["finished_at"] > rec["started_at"]]
+            for other in active:
+                if other.get("worker") != rec.get("worker"):
+                    for a, b in ((rec, other), (other, rec)):
+                        found.setdefault(a["cell_id"], f"measured on host {host} while {b.get('worker')} measured "
+                                                        f"{b['cell_id']} there")
+            active.append(rec)
+    return found
+
+
+def _validity(rec: dict, overlaps: dict[str, str]) -> tuple[bool | None, str | None]:
     if rec.get("status") != "ok":
         return None, None
     reasons = []
+    if rec.get("cell_id") in overlaps:
+        reasons.append(overlaps[rec["cell_id"]])
     if rec.get("shortfall"):
         reasons.append(f"too few iterations: {rec['shortfall']}")
     lat = rec.get("metrics", {}).get("latency_ms", {})
@@ -58,11 +83,12 @@ def _validity(rec: dict) -> tuple[bool | None, str | None]:
 
 def cells_frame(doc: dict) -> pd.DataFrame:
     rows = []
+    overlaps = overlapping(doc["cells"])
     for rec in doc["cells"]:
         m = rec.get("metrics") or {}
         lat = m.get("latency_ms") or {}
         err = rec.get("error") or {}
-        valid, reason = _validity(rec)
+        valid, reason = _validity(rec, overlaps)
         rows.append({
             "run_id": rec.get("run_id"), "cell_id": rec.get("cell_id"),
             "label": column_prefix(rec.get("pool", "")), "device": rec.get("device"),

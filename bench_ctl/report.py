@@ -10,7 +10,7 @@ from .compare import noise_pct
 from .document import Bullets, Document, Heading, Image, Para, Table
 from .fastest import WORKLOAD_AXES, candidates, fastest_ways, sentence, winner
 from .labels import column_prefix, display_name, is_gpu_pool, model_display
-from .tables import (AXIS_HEADERS, combo_cells, combo_title, comparison_tables, detail_table, dtype_table,
+from .tables import (AXIS_HEADERS, combo_cells, combo_title, comparison_table, comparison_tables, detail_table, dtype_table,
                      efficiency_table, generation_table, phase_tables, speedup_name, varying_axes)
 
 MIXED_KEYS = ("cpu_model", "logical_cores", "physical_cores", "memory_gb", "torch", "cuda_version", "gpus", "torch_threads", "platform")
@@ -189,6 +189,22 @@ def _phase_sentences(phase: str, table: pd.DataFrame, pools: list[str], baseline
     return out
 
 
+def _valid_interpretation(cells: pd.DataFrame, pools: list[str], baseline: str, budget_ms: float | None):
+    """The Interpretation and Conclusion of one table, from its VALID cells only: an INVALID
+    cell is shown in the tables but never drives a sentence."""
+    measured = cells[cells["status"] == "ok"]
+    valid = cells[cells["valid"] != False]  # noqa: E712 (object column; error cells stay, unmeasured)
+    invalid = len(measured) - int((measured["valid"] == True).sum())  # noqa: E712
+    if len(measured) and invalid == len(measured):
+        why = f"All {invalid} measured cell(s) here are INVALID (see Details): no sentence is drawn from them."
+        return [why], "Every measured cell is INVALID (see Details): there is nothing to conclude or recommend."
+    table = comparison_table(valid, pools, baseline)
+    items, conclusion = _interpretation(table, valid, pools, baseline, budget_ms, phase_tables(valid, pools, baseline))
+    if invalid:
+        items.append(f"{invalid} INVALID cell(s) are left out of these sentences (see Details).")
+    return items, conclusion
+
+
 def _interpretation(table: pd.DataFrame, cells: pd.DataFrame, pools: list[str], baseline: str,
                     budget_ms: float | None = None, phases: dict | None = None) -> tuple[list, str]:
     labels = {p: column_prefix(p) for p in pools}
@@ -286,7 +302,7 @@ def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tab
         phases = phase_tables(cells, pools, baseline)
         for phase, phase_table in phases.items():
             d.add(Heading(3 if len(combos) == 1 else 4, PHASE_TITLES[phase]), Table(phase_table))
-        items, conclusion = _interpretation(table, cells, pools, baseline, budget, phases)
+        items, conclusion = _valid_interpretation(cells, pools, baseline, budget)
         d.add(Heading(3 if len(combos) == 1 else 4, "Interpretation"), Bullets(items, loose=True))
         conclusions.append((combo, conclusion))
     d.add(Heading(2, "Conclusion"))

@@ -16,6 +16,15 @@ def pools_without_workers(store: ControllerStore, pools: list[str]) -> list[str]
     return [p for p in pools if p not in live]
 
 
+def shared_hosts(store: ControllerStore, pools: list[str]) -> dict[str, list[str]]:
+    """Hosts whose live workers serve more than one of ``pools``: their cells will overlap."""
+    by_host: dict[str, set[str]] = {}
+    for w in store.live_workers():
+        if w.get("pool") in pools:
+            by_host.setdefault(w.get("hostname") or "?", set()).add(w["pool"])
+    return {host: sorted(ps) for host, ps in by_host.items() if len(ps) > 1}
+
+
 def submit(store: ControllerStore, spec: RunSpec, allow_missing: bool = False) -> str:
     if spec.rules.time_limit > max_time_limit():
         raise SpecError(f"time limit {spec.rules.time_limit:g}s is above {max_time_limit():g}s: the visibility timeout "

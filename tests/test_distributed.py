@@ -105,3 +105,21 @@ def test_cancel_leaves_queued_cells_unmeasured(redis_server, workers, tiny_model
     assert not r.exists(keys.cell(cell_id(run_id)))
     col = benchctl("collect", run_id, "--broker", redis_server.url, "--timeout", "5", "--out", str(tmp_path / "c"))
     assert col.returncode != 0 and "no cell has finished" in col.stderr
+
+
+def test_two_pools_on_one_host_overlap_and_are_marked_invalid(redis_server, workers, tiny_model, tmp_path):
+    r = redis_server.client()
+    workers(redis_server.url, device="cpu", queue="cpu", name="cpu-a@test", client=r)
+    workers(redis_server.url, device="cpu", queue="cpu-1t", name="cpu1t-a@test", extra=["--threads", "1"], client=r)
+    # One cell per pool, each timed for a second: both workers measure at once on this host.
+    res = benchctl("submit", "--devices", "cpu,cpu-1t", "--batch-sizes", "1", "--seq-lens", "16", "--model",
+                   str(tiny_model), "--warmup", "0", "--iterations", "3", "--min-time", "1", "--broker", redis_server.url,
+                   "--wait", "--timeout", "120", "--out", str(tmp_path / "out"), timeout=180)
+    assert res.returncode == 0, res.stderr
+    assert "warning: pools cpu, cpu-1t share host" in res.stderr
+    doc = load_json(tmp_path / "out" / "results.json")
+    frame = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert len(doc["cells"]) == 2 and (frame["valid"] == False).all()  # noqa: E712
+    assert frame["invalid_reason"].str.contains("while cpu").all()
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "All 2 measured cell(s) here are INVALID" in md and "faster than" not in md

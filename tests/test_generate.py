@@ -99,4 +99,23 @@ def test_distributed_generate_cells_on_two_pools_merge_into_both_tables(redis_se
     for column in ("cpu_ttft_ms_mean", "cpu_1t_ttft_ms_mean", "speedup_ttft_ms_mean",
                    "cpu_decode_tokens_per_s", "cpu_1t_decode_tokens_per_s", "speedup_decode_tokens_per_s"):
         assert column in md, column
-    assert "**Prefill**: CPU-1T reaches the first token" in md and "**Decode**: CPU-1T generates" in md
+    # Two pools on one host measure at the same time: those cells are INVALID and drive no
+    # sentence; the phase sentences themselves are checked on hand-made records below.
+
+
+def test_phase_sentences_compare_prefill_and_decode():
+    from bench_ctl.document import to_markdown
+    from bench_ctl.frame import cells_frame
+    from bench_ctl.report import build
+    from seed_records import seed_document
+
+    doc = seed_document()
+    for rec, ttft, step in zip(doc["cells"], (200.0, 20.0), (50.0, 5.0)):
+        rec.update(task="generate", new_tokens=8)
+        rec["metrics"]["ttft_ms"] = {"mean": ttft, "median": ttft, "p90": ttft, "p99": ttft, "std": 0.0}
+        rec["metrics"]["decode_ms_per_token"] = {"mean": step, "median": step, "p90": step, "p99": step, "std": 0.0}
+        rec["metrics"]["decode_tokens_per_s"] = 1e3 / step
+    md = to_markdown(build(doc, cells_frame(doc)))
+    assert "cpu_ttft_ms_mean" in md and "speedup_decode_tokens_per_s" in md
+    assert "**Prefill**: GPU reaches the first token on average 10.00x sooner than CPU." in md
+    assert "**Decode**: GPU generates on average 10.00x the tokens/s of CPU per sequence." in md

@@ -56,3 +56,30 @@ def test_sections_in_seed_order_and_gpu_host_listed():
     assert "No GPU information available" not in md
     assert "- GPU: Tesla T4" in md and "- Driver: 550.54.15" in md and "- CUDA Version: 12.4" in md
     assert "- Parameters: 66,955,010" in md
+
+
+def test_invalid_cells_drive_no_headline():
+    """Every cell INVALID (CV 65%): the tables keep the numbers, no sentence draws on them."""
+    doc = seed_document()
+    for rec in doc["cells"]:
+        rec["metrics"]["latency_ms"]["cv"] = 0.65
+    md = to_markdown(build(doc, cells_frame(doc)))
+    assert SEED_TABLE in md
+    assert "27.93x" not in md and "recommended" not in md
+    assert "All 2 measured cell(s) here are INVALID" in md
+    assert "Every measured cell is INVALID (see Details): there is nothing to conclude or recommend." in md
+
+
+def test_an_invalid_cell_does_not_drive_the_recommendation():
+    import copy
+
+    doc = seed_document()
+    small = copy.deepcopy(doc["cells"][1])
+    small.update(batch_size=1, cell_id=small["cell_id"].replace(":b8:", ":b1:"))
+    small["metrics"]["throughput_mean"] = 100.0
+    small["metrics"]["latency_ms"]["mean"] = 10.0
+    doc["cells"].append(small)
+    doc["cells"][1]["metrics"]["latency_ms"]["cv"] = 0.5  # the faster batch-8 GPU cell is INVALID
+    md = to_markdown(build(doc, cells_frame(doc)))
+    assert "- **Recommendation**: For optimal performance, use batch size 1 on GPU." in md
+    assert "1 INVALID cell(s) are left out of these sentences" in md
