@@ -22,6 +22,27 @@ class Interrupted(BaseException):
     that turns ordinary exceptions into error records."""
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"benchctl {version('benchctl')}")
+        except PackageNotFoundError:
+            typer.echo("benchctl (not installed)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """Benchmark model inference across devices and hosts; report the speedups.
+
+    Exit codes: 0 done, 1 a regression beyond noise (compare), 2 bad input, 3 broker or store
+    unreachable, 4 no live worker for a pool, 5 a run incomplete at the timeout, 130 interrupted.
+    """
+
+
 def _on_sigint(signum, frame):
     raise Interrupted()
 
@@ -46,7 +67,8 @@ def main() -> None:
         sys.exit(1)
     except Exception as exc:  # usage errors arrive here in non-standalone mode
         if isinstance(exc, _usage_errors()):
-            echo_err(exc.format_message())
+            if exc.format_message():  # bare `benchctl` has shown its help and has nothing to add
+                echo_err(exc.format_message())
             sys.exit(exc.exit_code)
         raise
 

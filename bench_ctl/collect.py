@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from bench_protocol.records import FINISHED, error_record, results_document
+from bench_protocol.records import FINISHED, SETTLED, CellState, error_record, results_document
 from bench_protocol.spec import parse_cell_id
 
 from .store import ControllerStore
@@ -16,7 +16,7 @@ POLL_S = 0.5
 def reconcile_failures(store: ControllerStore, run_id: str, states: dict[str, str], spec: dict) -> int:
     """Turn Celery FAILURE results of unfinished cells into error records: a cell killed by its
     hard time limit leaves no record of its own, only Celery's FAILURE."""
-    open_cells = [c for c, s in states.items() if s in ("queued", "running")]
+    open_cells = [c for c, s in states.items() if s in (CellState.QUEUED, CellState.RUNNING)]
     made = 0
     for cell_id, meta in store.backend_results(open_cells).items():
         if meta.get("status") != "FAILURE":
@@ -54,7 +54,7 @@ def wait(store: ControllerStore, run_id: str, timeout: float, on_poll=None) -> d
             last_reconcile = time.monotonic()
         if on_poll is not None:
             on_poll(states)
-        if all(s in FINISHED or s == "cancelled" for s in states.values()):
+        if all(s in SETTLED for s in states.values()):
             return states
         if time.monotonic() >= deadline:
             return states

@@ -5,6 +5,7 @@ They import Celery only when they send; reading state needs Redis alone.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,6 +14,7 @@ import typer
 
 from bench_protocol.broker import BrokerConfig
 from bench_protocol.errors import BenchError, SpecError
+from bench_protocol.records import SETTLED, CellState
 from bench_protocol.spec import check_run_id
 
 from bench_protocol.spec import RunSpec
@@ -20,6 +22,7 @@ from bench_protocol.spec import RunSpec
 from .options import Broker, NoHistory, app, spec_options
 
 Timeout = Annotated[float, typer.Option("--timeout", help="seconds to wait at most")]
+Json = Annotated[bool, typer.Option("--json", help="JSON (a line per item) instead of text")]
 
 
 class Incomplete(BenchError):
@@ -52,7 +55,7 @@ def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: b
         if quiet:
             return
         c = counts(states)
-        done = c.get("ok", 0) + c.get("error", 0) + c.get("cancelled", 0)
+        done = sum(c.get(s, 0) for s in SETTLED)
         line = _bar(done, len(states)) + "  " + " ".join(f"{k}={v}" for k, v in sorted(c.items()))
         if line != total.get("last"):
             typer.echo(line, err=True)
@@ -60,7 +63,7 @@ def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: b
 
     wait(store, run_id, timeout, show)
     doc = gather(store, run_id)
-    pending = [m for m in doc["missing"] if m["state"] != "cancelled"]
+    pending = [m for m in doc["missing"] if m["state"] != CellState.CANCELLED]
     if pending and not partial:
         names = ", ".join(f"{m['cell_id']} ({m['state']})" for m in pending[:10])
         more = f" and {len(pending) - 10} more" if len(pending) > 10 else ""
@@ -105,8 +108,6 @@ def submit(
                    "time disturb each other and are marked INVALID", err=True)
     run_id = do_submit(store, spec, allow_missing)
     if json_:
-        import json
-
         typer.echo(json.dumps({"run_id": run_id, "cells": [c.cell_id for c in spec.cells()]}))
     else:
         typer.echo(run_id)
@@ -118,6 +119,7 @@ def submit(
 def status(
     run_id: Annotated[str, typer.Argument(help="run id printed by submit")],
     broker: Broker = None,
+    as_json: Json = False,
 ):
     """Cells by state, progress, and which worker holds which cell."""
     from .collect import counts
@@ -127,11 +129,16 @@ def status(
     meta = store.run_meta(run_id)
     states = store.cell_states(run_id)
     c = counts(states)
-    done = c.get("ok", 0) + c.get("error", 0) + c.get("cancelled", 0)
+    done = sum(c.get(s, 0) for s in SETTLED)
+    running = sorted(cid for cid, s in states.items() if s == CellState.RUNNING)
+    if as_json:
+        typer.echo(json.dumps({"run_id": run_id, "created": meta["created"], "pools": meta["spec"]["pools"],
+                               "cells": len(states), "done": done, "counts": c, "states": states,
+                               "running": store.holders(running)}))
+        return
     typer.echo(f"run {run_id}  created {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(meta['created']))}  "
                f"pools {','.join(meta['spec']['pools'])}")
     typer.echo(_bar(done, len(states)) + "  " + " ".join(f"{k}={v}" for k, v in sorted(c.items())))
-    running = sorted(cid for cid, s in states.items() if s == "running")
     for cid, worker in sorted(store.holders(running).items()):
         typer.echo(f"running  {cid}  on {worker}")
 
@@ -153,9 +160,13 @@ def collect(
 
 
 @app.command()
-def workers(broker: Broker = None):
+def workers(broker: Broker = None, as_json: Json = False):
     """Live workers: name, pool, device, host, busy or idle."""
     rows = _store(broker).live_workers()
+    if as_json:
+        for w in rows:
+            typer.echo(json.dumps(w))
+        return
     if not rows:
         typer.echo("no live workers")
         return
@@ -165,13 +176,19 @@ def workers(broker: Broker = None):
 
 
 @app.command()
-def runs(limit: Annotated[int, typer.Option("--limit", help="how many")] = 20, broker: Broker = None):
+def runs(limit: Annotated[int, typer.Option("--limit", help="how many (positive)")] = 20, broker: Broker = None,
+         as_json: Json = False):
     """Recent runs, newest first."""
     from .collect import counts
 
+    if limit <= 0:
+        raise SpecError(f"--limit must be a positive number of runs, got {limit}")
     store = _store(broker)
     for run_id, created in store.recent_runs(limit):
         c = counts(store.cell_states(run_id))
+        if as_json:
+            typer.echo(json.dumps({"run_id": run_id, "created": created, "counts": c}))
+            continue
         typer.echo(f"{run_id}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(created))}  "
                    + " ".join(f"{k}={v}" for k, v in sorted(c.items())))
 
@@ -184,5 +201,8 @@ def cancel(run_id: Annotated[str, typer.Argument(help="run id")], broker: Broker
     store.run_meta(run_id)
     states = store.cell_states(run_id)
     n = store.cancel_queued(run_id, sorted(states))
-    store.set_run_status(run_id, "cancelled")
+    if n == 0 and all(s in SETTLED for s in store.cell_states(run_id).values()):
+        typer.echo(f"run {run_id} has no cell left to cancel: every cell has finished or was cancelled")
+        return
+    store.set_run_status(run_id, CellState.CANCELLED.value)
     typer.echo(f"cancelled {n} queued cell(s) of run {run_id}")

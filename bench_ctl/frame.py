@@ -10,26 +10,13 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench_protocol.metrics import PHASE_COLUMNS, PHASE_STATS, PLAIN_METRICS
 from bench_protocol.spec import AXES, AXIS_DEFAULTS, COMBO_AXES
 
 from .labels import column_prefix, is_gpu_pool
 
 CV_THRESHOLD = 0.10  # coefficient of variation above which a mean is not trusted
 
-# Metrics taken from a record's "metrics" as they are (FLOPs and ceilings: bench_workers/roofline.py).
-PLAIN_METRICS = [
-    "throughput_mean", "throughput_measured", "tokens_per_s",
-    "cpu_memory_mb_max", "gpu_memory_mb_max", "gpu_avg_power_w", "gpu_energy_j_per_sample", "cpu_energy_j_per_sample",
-    "first_call_ms", "load_s", "tokenize_ms", "compile_s", "recompilations",
-    "flops_per_forward", "flops_per_item", "tflops_achieved", "peak_tflops_measured", "pct_peak_measured",
-    "peak_tflops_spec", "pct_peak_spec", "weight_bytes", "effective_gbps", "bandwidth_gbps_measured",
-    "pct_bandwidth_measured", "arithmetic_intensity",
-    "decode_tokens_per_s", "decode_tokens_per_s_batch", "gpu_energy_j_per_token",
-]
-# Statistics of a generate cell's two phases (bench_workers/generation.py): ttft_ms_mean, ...
-PHASE_STATS = {"ttft_ms": ("mean", "median", "p90", "p99", "std"),
-               "decode_ms_per_token": ("mean", "median", "p90", "p99", "std")}
-PHASE_COLUMNS = [f"{phase}_{'p50' if stat == 'median' else stat}" for phase, stats in PHASE_STATS.items() for stat in stats]
 COLUMNS = [
     "run_id", "cell_id", "label", "device", *AXES, "status", "error_type", "error",
     "valid", "invalid_reason", "host", "worker", "fingerprint_id", "weights",

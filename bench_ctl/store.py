@@ -10,6 +10,7 @@ import redis
 from bench_protocol import keys
 from bench_protocol.broker import BrokerConfig, ping, redact
 from bench_protocol.errors import BrokerError, RunNotFound
+from bench_protocol.records import CellState
 from bench_protocol.spec import check_run_id
 
 # Cancel a cell only if no worker has started it: compare-and-set in one step.
@@ -42,7 +43,7 @@ class ControllerStore:
             created = time.time()
             pipe.hset(keys.run(run_id), mapping={"spec": json.dumps(spec), "created": created, "status": "submitted",
                                                   "n_cells": len(cell_ids)})
-            pipe.hset(keys.run_cells(run_id), mapping={c: "queued" for c in cell_ids})
+            pipe.hset(keys.run_cells(run_id), mapping={c: CellState.QUEUED.value for c in cell_ids})
             pipe.zadd(keys.RUNS, {run_id: created})
             pipe.execute()
         self._guard(write)

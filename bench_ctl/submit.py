@@ -6,6 +6,7 @@ from __future__ import annotations
 from bench_protocol.celery_app import HARD_LIMIT_GRACE, make_app, max_time_limit
 from bench_protocol.errors import NoLiveWorker, SpecError
 from bench_protocol.keys import TASK_RUN_CELL
+from bench_protocol.records import CellState
 from bench_protocol.spec import RunSpec
 
 from .store import ControllerStore
@@ -45,5 +46,5 @@ def submit(store: ControllerStore, spec: RunSpec, allow_missing: bool = False) -
                               retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
     finally:
         app.close()
-    store.set_run_status(spec.run_id, "queued")
+    store.set_run_status(spec.run_id, CellState.QUEUED.value)
     return spec.run_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from enum import Enum
 from pathlib import Path
 
 from .errors import RecordsError
@@ -17,8 +18,23 @@ from .spec import AXES
 
 SCHEMA = "benchctl.results"
 SCHEMA_VERSION = 1
-CELL_STATES = ("queued", "running", "ok", "error")
-FINISHED = ("ok", "error")
+
+
+class CellState(str, Enum):
+    """A cell's state in its run (a str: it is stored and compared as its value)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    OK = "ok"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FINISHED = (CellState.OK.value, CellState.ERROR.value)  # a record exists
+SETTLED = (*FINISHED, CellState.CANCELLED.value)  # nothing more will happen to the cell
 
 
 def error_record(cell: dict, kind: str, message: str, **extra) -> dict:

@@ -24,7 +24,7 @@ from bench_protocol.spec import check_pool, check_torch_device, pool_kind
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench-worker", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="bench-worker", description=__doc__.splitlines()[0].replace("``", ""))
     p.add_argument("--device", required=True, help="cpu, cuda, cuda:N or mps")
     p.add_argument("--queue", help="pool (queue) to consume; default: the device kind (cpu, cuda, mps)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice, or the --cpus count)")

@@ -15,6 +15,7 @@ import redis
 
 from bench_protocol import keys
 from bench_protocol.broker import redact
+from bench_protocol.records import CellState
 from bench_protocol.celery_app import CLAIM_REFRESH, CLAIM_TTL, WORKER_HEARTBEAT, WORKER_TTL
 
 log = logging.getLogger("benchctl.worker")
@@ -53,7 +54,7 @@ class RecordStore:
         def take():
             if self.r.set(keys.cell_claim(cell_id), worker, nx=True, ex=int(CLAIM_TTL)):
                 pipe = self.r.pipeline()
-                pipe.hset(keys.run_cells(run_id), cell_id, "running")
+                pipe.hset(keys.run_cells(run_id), cell_id, CellState.RUNNING.value)
                 pipe.set(keys.worker_current(worker), cell_id, ex=int(CLAIM_TTL))
                 pipe.execute()
                 return None

@@ -14,7 +14,7 @@ import time
 from bench_protocol.celery_app import CLAIM_REFRESH, max_time_limit
 from bench_protocol.errors import SpecError
 from bench_protocol.keys import TASK_RUN_CELL
-from bench_protocol.records import error_record
+from bench_protocol.records import CellState, error_record
 from bench_protocol.spec import CellSpec
 
 from .measure import ModelCache, measure_cell
@@ -62,8 +62,8 @@ def register_tasks(app, settings: WorkerSettings) -> None:
         if state is None:
             log.error("refused task %s: no run %s holds this cell", self.request.id, cell.run_id)
             return {"status": "refused", "reason": "cell not part of a submitted run"}
-        if state == "cancelled":
-            return {"status": "cancelled"}
+        if state == CellState.CANCELLED:
+            return {"status": CellState.CANCELLED.value}
         if store.finished(cell.cell_id):
             log.info("cell %s already measured; delivery dropped", cell.cell_id)
             return {"status": "already measured"}

@@ -38,6 +38,8 @@ CASES = [
     ("prompt plus new tokens above model max (submit)",
      ["submit", "--task", "generate", "--seq-lens", "1000", "--new-tokens", "32", "--broker", "{url}"],
      "plus 32 new tokens is above the maximum 1024"),
+    ("runs limit zero", ["runs", "--limit", "0"], "--limit must be a positive number of runs, got 0"),
+    ("runs limit negative", ["runs", "--limit", "-1"], "--limit must be a positive number of runs, got -1"),
     ("unknown weights", ["run", "--weights", "maybe"], "unknown weights"),
     ("zero iterations", ["run", "--iterations", "0"], "min-iterations must be a positive integer"),
     ("non-numeric iterations", ["run", "--iterations", "many"], "Invalid value for '--iterations'"),
@@ -83,3 +85,10 @@ def test_bad_input_one_line_nonzero_nothing_written(case, tmp_path, auth_redis):
     for secret in ("s3cret-pw", "wrong-password", "right-password"):
         assert secret not in res.stderr + res.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, no results/ folder
+
+
+def test_bare_benchctl_shows_help_and_no_empty_error(tmp_path):
+    res = benchctl(cwd=tmp_path)
+    assert "Usage: benchctl" in res.stdout + res.stderr and "benchctl: error:" not in res.stderr
+    version = benchctl("--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("benchctl ")

@@ -51,6 +51,19 @@ def test_two_pools_end_to_end(redis_server, workers, tiny_model, tmp_path):
     st = benchctl("status", run_id, "--broker", redis_server.url)
     assert st.returncode == 0 and "ok=4" in st.stdout and "4/4" in st.stdout
     assert run_id in benchctl("runs", "--broker", redis_server.url).stdout
+    # The same, for scripts.
+    import json
+
+    st = json.loads(benchctl("status", run_id, "--broker", redis_server.url, "--json").stdout)
+    assert st["done"] == 4 and st["counts"] == {"ok": 4} and set(st["pools"]) == {"cpu", "cpu-1t"}
+    runs = [json.loads(line) for line in benchctl("runs", "--broker", redis_server.url, "--json").stdout.splitlines()]
+    assert runs[0]["run_id"] == run_id and runs[0]["counts"] == {"ok": 4}
+    live = [json.loads(line) for line in benchctl("workers", "--broker", redis_server.url, "--json").stdout.splitlines()]
+    assert {w["name"] for w in live} == {"cpu-a@test", "cpu1t-a@test"}
+    # Cancelling a finished run changes nothing.
+    cancel = benchctl("cancel", run_id, "--broker", redis_server.url)
+    assert cancel.returncode == 0 and "no cell left to cancel" in cancel.stdout
+    assert r.hget(keys.run(run_id), "status") != "cancelled"
 
 
 def test_submit_to_a_pool_without_a_live_worker_fails_in_one_line(redis_server, workers, tiny_model):

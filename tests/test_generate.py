@@ -119,3 +119,16 @@ def test_phase_sentences_compare_prefill_and_decode():
     assert "cpu_ttft_ms_mean" in md and "speedup_decode_tokens_per_s" in md
     assert "**Prefill**: GPU reaches the first token on average 10.00x sooner than CPU." in md
     assert "**Decode**: GPU generates on average 10.00x the tokens/s of CPU per sequence." in md
+
+
+def test_records_carry_exactly_the_declared_metrics(models_dir, tiny_model):
+    """bench_protocol.metrics is the one list of metric names: both kinds of cell write them all."""
+    from bench_protocol.metrics import PHASE_STATS, PLAIN_METRICS
+
+    gen = measure_cell(gen_cell(models_dir, new_tokens=3), "cpu")["metrics"]
+    cls = measure_cell(CellSpec(run_id=RUN, pool="cpu", batch_size=1, seq_len=8, dtype="fp32",
+                                model=ModelRef(model=str(tiny_model)),
+                                rules=MeasureRules(warmup=0, min_iterations=2, min_time=0)), "cpu")["metrics"]
+    generate_only = {"decode_tokens_per_s", "decode_tokens_per_s_batch", "gpu_energy_j_per_token"}
+    assert set(PLAIN_METRICS) - generate_only <= set(cls)
+    assert set(PLAIN_METRICS) | set(PHASE_STATS) <= set(gen)
