@@ -15,9 +15,7 @@ import typer
 from bench_protocol.broker import BrokerConfig
 from bench_protocol.errors import BenchError, SpecError
 from bench_protocol.records import SETTLED, CellState
-from bench_protocol.spec import check_run_id
-
-from bench_protocol.spec import RunSpec
+from bench_protocol.spec import RunSpec, check_run_id
 
 from .options import Broker, NoHistory, app, spec_options
 

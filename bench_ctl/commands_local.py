@@ -8,9 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from bench_protocol.errors import SpecError
-from bench_protocol.spec import check_torch_device
-
-from bench_protocol.spec import RunSpec
+from bench_protocol.spec import RunSpec, check_torch_device
 
 from .options import NoHistory, app, echo_err, spec_options
 

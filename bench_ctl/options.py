@@ -9,8 +9,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from bench_protocol.spec import (DEFAULT_GENERATIVE_MODEL, DEFAULT_MODEL, MeasureRules, ModelRef, RunSpec, parse_int_list,
-                                 parse_name_list)
+from bench_protocol.spec import (
+    DEFAULT_GENERATIVE_MODEL,
+    DEFAULT_MODEL,
+    MeasureRules,
+    ModelRef,
+    RunSpec,
+    parse_int_list,
+    parse_name_list,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark model inference across devices and hosts; report the speedups.")

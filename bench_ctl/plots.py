@@ -28,7 +28,6 @@ def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     written: list[tuple[str, str]] = []

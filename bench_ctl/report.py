@@ -10,8 +10,20 @@ from .compare import noise_pct
 from .document import Bullets, Document, Heading, Image, Para, Table
 from .fastest import WORKLOAD_AXES, candidates, fastest_ways, sentence, winner
 from .labels import column_prefix, display_name, is_gpu_pool, model_display
-from .tables import (AXIS_HEADERS, combo_cells, combo_title, comparison_table, comparison_tables, detail_table, dtype_table,
-                     efficiency_table, generation_table, phase_tables, speedup_name, varying_axes)
+from .tables import (
+    AXIS_HEADERS,
+    combo_cells,
+    combo_title,
+    comparison_table,
+    comparison_tables,
+    detail_table,
+    dtype_table,
+    efficiency_table,
+    generation_table,
+    phase_tables,
+    speedup_name,
+    varying_axes,
+)
 
 MIXED_KEYS = ("cpu_model", "logical_cores", "physical_cores", "memory_gb", "torch", "cuda_version", "gpus", "torch_threads", "platform")
 

@@ -34,13 +34,13 @@ class BrokerConfig:
     keyfile: str | None = None
 
     @classmethod
-    def resolve(cls, url: str | None = None) -> "BrokerConfig":
+    def resolve(cls, url: str | None = None) -> BrokerConfig:
         url = url or os.environ.get(ENV_URL) or DEFAULT_BROKER_URL
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss") or not parts.hostname:
             raise BrokerError(f"broker URL {redact(url)!r} is not a redis:// or rediss:// URL")
         try:
-            parts.port
+            _ = parts.port  # urlsplit checks the port only when it is read
         except ValueError:
             raise BrokerError(f"broker URL {redact(url)!r} has a malformed port") from None
         cfg = cls(url, os.environ.get(ENV_CA) or None, os.environ.get(ENV_CERT) or None, os.environ.get(ENV_KEY) or None)

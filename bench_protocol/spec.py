@@ -243,7 +243,7 @@ class RunSpec:
         elif self.baseline not in self.pools:
             raise SpecError(f"baseline {self.baseline!r} is not one of the devices {','.join(self.pools)}")
 
-    def cells(self) -> list["CellSpec"]:
+    def cells(self) -> list[CellSpec]:
         return [
             CellSpec(run_id=self.run_id, pool=pool, batch_size=b, seq_len=s, dtype=d, variant=v, task=self.task,
                      new_tokens=self.new_tokens if self.task == "generate" else 0, model=self.model, rules=self.rules)
@@ -255,7 +255,7 @@ class RunSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RunSpec":
+    def from_dict(cls, data: dict) -> RunSpec:
         try:
             data = dict(data)
             data["model"] = ModelRef(**data.get("model", {}))
@@ -302,7 +302,7 @@ class CellSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CellSpec":
+    def from_dict(cls, data: dict) -> CellSpec:
         if not isinstance(data, dict):
             raise SpecError("a cell spec must be a JSON object")
         allowed = {f.name for f in dataclasses.fields(cls)}

@@ -251,7 +251,7 @@ def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, 
         elapsed = time.perf_counter() - t_start
         recompilations = runner.compiled_graphs()
         prepare_s, variant_method = runner.prepare_s, runner.method
-        del feeds, runner
+        feeds = runner = eager = None  # frees the inputs (and a compiled or captured graph) now
 
     lat = latency.result()
     metrics = dict(lat)

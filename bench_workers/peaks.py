@@ -50,7 +50,7 @@ def gemm_peak(torch, device, dtype: str) -> dict:
         # On a GPU one call is microseconds: time a burst so launch gaps do not count.
         burst = 20 if device.type == "cuda" else 1
 
-        def run():
+        def run(a=a, b=b, out=out, burst=burst):
             for _ in range(burst):
                 torch.matmul(a, b, out=out)
 
@@ -58,7 +58,6 @@ def gemm_peak(torch, device, dtype: str) -> dict:
         tflops = 2 * n**3 / seconds / 1e12
         if tflops > best["tflops"]:
             best = {"tflops": tflops, "size": n}
-        del a, b, out
         if seconds > BUDGET_S:  # larger sizes would take too long on this dtype
             break
     return best
@@ -70,7 +69,6 @@ def copy_bandwidth(torch, device) -> float:
     src = torch.ones(n, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
     seconds = _timed(torch, device, lambda: dst.copy_(src), REPEATS)
-    del src, dst
     return 2 * n * 4 / seconds / 1e9
 
 

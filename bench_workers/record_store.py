@@ -15,8 +15,8 @@ import redis
 
 from bench_protocol import keys
 from bench_protocol.broker import redact
-from bench_protocol.records import CellState
 from bench_protocol.celery_app import CLAIM_REFRESH, CLAIM_TTL, WORKER_HEARTBEAT, WORKER_TTL
+from bench_protocol.records import CellState
 
 log = logging.getLogger("benchctl.worker")
 
@@ -81,7 +81,7 @@ class RecordStore:
         except redis.RedisError:
             pass  # the claim lapses by its TTL
 
-    def keep_claim(self, cell_id: str, worker: str) -> "Refresher":
+    def keep_claim(self, cell_id: str, worker: str) -> Refresher:
         def refresh():
             pipe = self.r.pipeline()
             pipe.set(keys.cell_claim(cell_id), worker, ex=int(CLAIM_TTL))
@@ -110,7 +110,7 @@ class RecordStore:
         except redis.RedisError as exc:
             log.warning("could not unregister %s: %s", name, redact(exc))
 
-    def heartbeat(self, name: str, info: dict) -> "Refresher":
+    def heartbeat(self, name: str, info: dict) -> Refresher:
         return Refresher(lambda: self.register(name, info), WORKER_HEARTBEAT, "heartbeat")
 
 
@@ -130,7 +130,7 @@ class Refresher:
             except redis.RedisError as exc:
                 log.warning("%s refresh failed: %s", self._what, redact(exc))
 
-    def start(self) -> "Refresher":
+    def start(self) -> Refresher:
         self._thread.start()
         return self
 

@@ -13,8 +13,8 @@ fusion and generated kernels give, ``cudagraph`` is what removing launch overhea
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 class UnsupportedVariant(Exception):

@@ -39,5 +39,8 @@ export BENCHCTL_TEST_POSTGRES="${BENCHCTL_TEST_POSTGRES:-postgresql://postgres:b
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[worker,dev]'
 
+# The lint gate (config in pyproject.toml), then the suite.
+.venv/bin/ruff check .
+
 export HF_HUB_OFFLINE=1
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -17,8 +17,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_protocol.spec import CellSpec  # noqa: E402
 from tiny_model import save_tiny_distilbert, save_tiny_gpt2  # noqa: E402
+
+from bench_protocol.spec import CellSpec  # noqa: E402
 
 BIN = Path(sys.executable).parent
 # Runs made by the tests go to a history of their own, never the user's.
@@ -65,7 +66,7 @@ class RedisServer:
         auth = f"{self.username or ''}:{self.password}@" if self.password else ""
         return f"redis://{auth}{self.bind}:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", self.bind, "--dir", str(self.workdir), "--save", "",
                "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always", "--daemonize", "no",
                "--logfile", str(self.workdir / "redis.log"), *self.extra]
@@ -144,13 +145,13 @@ class Worker:
         self.proc: subprocess.Popen | None = None
         self.name = args[args.index("--name") + 1]
 
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
         fh = open(self.log, "ab")
         self.proc = subprocess.Popen(self.prefix + [str(BIN / "bench-worker"), *self.args], stdout=fh,
                                      stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         return self
 
-    def wait_ready(self, client, timeout: float = 60) -> "Worker":
+    def wait_ready(self, client, timeout: float = 60) -> Worker:
         from bench_protocol import keys
 
         wait_for(lambda: client.exists(keys.worker(self.name)) and b"ready" in self.log.read_bytes(), timeout,

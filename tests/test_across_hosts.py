@@ -11,8 +11,7 @@ import subprocess
 import uuid
 
 import pytest
-
-from conftest import RedisServer, benchctl, load_json, worker_env, wait_for
+from conftest import RedisServer, benchctl, load_json, wait_for, worker_env
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from conftest import RedisServer, benchctl
 
 RUN_ID = "20260101-000000-abcdef"

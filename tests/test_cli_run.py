@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import benchctl, load_json
 
 FAST = ["--warmup", "1", "--iterations", "5", "--min-time", "0.05"]

@@ -5,9 +5,9 @@ import re
 from pathlib import Path
 
 import yaml
+from conftest import benchctl, load_json
 
 from bench_workers.cli import parse_args
-from conftest import benchctl, load_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

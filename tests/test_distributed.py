@@ -3,9 +3,9 @@
 import threading
 
 import pandas as pd
+from conftest import benchctl, cell_id, load_json, wait_for
 
 from bench_protocol import keys
-from conftest import benchctl, cell_id, load_json, wait_for
 
 FAST = ["--warmup", "1", "--iterations", "3", "--min-time", "0"]
 

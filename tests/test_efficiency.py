@@ -3,6 +3,8 @@
 import copy
 
 import pytest
+from conftest import benchctl, load_json
+from seed_records import seed_document
 
 from bench_ctl.document import to_markdown
 from bench_ctl.fastest import fastest_ways
@@ -11,10 +13,8 @@ from bench_ctl.report import build
 from bench_protocol.errors import SpecError
 from bench_protocol.spec import CellSpec, MeasureRules, ModelRef, RunSpec, parse_cell_id
 from bench_workers.embedded import run_embedded
-from bench_workers.measure import ModelCache, measure_cell
+from bench_workers.measure import measure_cell
 from bench_workers.spec_sheet import spec_peak
-from conftest import benchctl, load_json
-from seed_records import seed_document
 
 FAST = MeasureRules(warmup=1, min_iterations=5, min_time=0.05, max_time=10)
 RUN = "20260101-000000-abcdef"

@@ -11,10 +11,10 @@ import subprocess
 import time
 
 import pytest
-
-from bench_protocol import keys
 from conftest import BIN, RedisServer, benchctl, load_json, wait_for, worker_env
 from conftest import cell_id as make_cell_id
+
+from bench_protocol import keys
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +82,7 @@ def test_a_delivery_of_a_cell_in_measurement_waits_instead_of_measuring(redis_se
     wait_for(lambda: "already measured" in b.log.read_text(), 60, "b's retry to find the finished record")
     rec = json.loads(r.get(keys.cell(cell_id)))
     assert rec["worker"] == "cpu-a@test" and rec["status"] == "ok"
-    assert "cell %s: ok" % cell_id not in b.log.read_text()  # b never measured it
+    assert f"cell {cell_id}: ok" not in b.log.read_text()  # b never measured it
     app.close()
 
 

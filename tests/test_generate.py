@@ -1,11 +1,11 @@
 """Generate cells on a tiny GPT-2 saved by a fixture: prefill and decode measured apart."""
 
 import pytest
+from conftest import benchctl, load_json
 
 from bench_protocol.errors import SpecError
 from bench_protocol.spec import CellSpec, MeasureRules, ModelRef, parse_cell_id
 from bench_workers.measure import measure_cell
-from conftest import benchctl, load_json
 
 RUN = "20260101-000000-abcdef"
 FAST = ["--warmup", "1", "--iterations", "3", "--min-time", "0"]
@@ -104,10 +104,11 @@ def test_distributed_generate_cells_on_two_pools_merge_into_both_tables(redis_se
 
 
 def test_phase_sentences_compare_prefill_and_decode():
+    from seed_records import seed_document
+
     from bench_ctl.document import to_markdown
     from bench_ctl.frame import cells_frame
     from bench_ctl.report import build
-    from seed_records import seed_document
 
     doc = seed_document()
     for rec, ttft, step in zip(doc["cells"], (200.0, 20.0), (50.0, 5.0)):

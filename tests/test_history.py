@@ -3,11 +3,9 @@
 import json
 import os
 import sqlite3
-import subprocess
 import uuid
 
 import pytest
-
 from conftest import benchctl, load_json, worker_env
 
 FAST = ["--warmup", "1", "--iterations", "3", "--min-time", "0", "--batch-sizes", "1,2", "--seq-lens", "16"]

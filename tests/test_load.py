@@ -3,9 +3,9 @@
 import threading
 
 import pytest
+from conftest import benchctl, load_json
 
 from bench_protocol import keys
-from conftest import benchctl, load_json
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def test_eight_runs_of_fifty_cells_complete_unmixed(redis_server, workers, tiny_
     assert len(set(run_ids.values())) == RUNS
 
     seen_cells = set()
-    for i, run_id in run_ids.items():
+    for run_id in run_ids.values():
         res = benchctl("collect", run_id, "--broker", redis_server.url, "--timeout", "600", "--out", str(tmp_path / run_id),
                        timeout=700)
         assert res.returncode == 0, res.stderr

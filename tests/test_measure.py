@@ -11,11 +11,11 @@ from bench_workers.embedded import run_embedded
 from bench_workers.measure import ModelCache, measure_cell
 from bench_workers.models import load_model
 from bench_workers.stop_rule import StopRule
+from bench_workers.timers import CpuTimer
 from bench_workers.trackers.latency import LatencyTracker
 from bench_workers.trackers.rapl import RaplTracker
 from bench_workers.trackers.rss import PeakRssTracker
 from bench_workers.trackers.sampler import PeriodicSampler
-from bench_workers.timers import CpuTimer
 
 FAST = MeasureRules(warmup=1, min_iterations=5, min_time=0.05, max_time=10)
 RUN = "20260101-000000-abcdef"

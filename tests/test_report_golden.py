@@ -3,11 +3,12 @@
 import re
 from pathlib import Path
 
+from seed_records import seed_document
+
 from bench_ctl.document import to_markdown
 from bench_ctl.frame import cells_frame
 from bench_ctl.report import build
 from bench_ctl.tables import comparison_table
-from seed_records import seed_document
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed_report.md"
 SEED_TABLE = """\

@@ -7,11 +7,11 @@ import subprocess
 import time
 
 import pytest
+from conftest import RedisServer, benchctl, cell_id, free_port, load_json, wait_for, worker_env
 
 from bench_protocol import keys
 from bench_protocol.errors import SpecError
 from bench_protocol.spec import CellSpec
-from conftest import RedisServer, benchctl, cell_id, free_port, load_json, wait_for, worker_env
 
 FAST = ["--warmup", "0", "--iterations", "2", "--min-time", "0", "--seq-lens", "16"]
 

@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-
 WORDS = ["the", "movie", "was", "a", "delight", "from", "start", "to", "finish", "slow", "food", "service", "film"]
 
 

@@ -25,7 +25,7 @@ class PeriodicSampler:
             if self._stop.wait(self._interval):
                 return
 
-    def __enter__(self) -> "PeriodicSampler":
+    def __enter__(self) -> PeriodicSampler:
         self._thread = threading.Thread(target=self._run, name="benchctl-sampler", daemon=True)
         self._thread.start()
         return self
