@@ -75,8 +75,10 @@ def _inline(text: str) -> str:
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#1b1f24}
 h1{border-bottom:2px solid #d0d7de;padding-bottom:.3em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:1em 0;font-size:.85em;display:block;overflow-x:auto}
-th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right}th{background:#f6f8fa}
+table{border-collapse:collapse;margin:1em 0;font-size:.85em;max-width:100%}
+th,td{border:1px solid #d0d7de;padding:4px 6px;text-align:right}
+th{background:#f6f8fa;overflow-wrap:anywhere;vertical-align:bottom;min-width:3.5em}
+td{white-space:nowrap}
 td.text{text-align:left}img{max-width:100%;border:1px solid #d0d7de;margin:.5em 0}
 figure{margin:1em 0}figcaption{color:#57606a;font-size:.9em}
 """

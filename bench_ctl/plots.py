@@ -22,25 +22,46 @@ def _series(frame: pd.DataFrame):
         yield key, label, grp.sort_values("batch_size")
 
 
+MAX_TICKS = 10  # batch-size labels on an axis, however many batch sizes were measured
+
+
+def batch_ticks(batches) -> list[float]:
+    """The measured batch sizes when they are few; else powers of two across their range."""
+    batches = sorted(float(b) for b in batches)
+    if len(batches) <= MAX_TICKS:
+        return batches
+    lo, hi = int(np.floor(np.log2(batches[0]))), int(np.ceil(np.log2(batches[-1])))
+    step = max(1, -(-(hi - lo) // (MAX_TICKS - 1)))
+    return [2.0**e for e in range(lo, hi + 1, step)]
+
+
 def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Path) -> list[tuple[str, str]]:
     """Write the plots; return (title, filename) for each written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     written: list[tuple[str, str]] = []
-    batches = sorted(frame["batch_size"].dropna().unique())
     plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ticks = batch_ticks(frame["batch_size"].dropna().unique())
+    invalid_shown = set()
 
     def batch_axis(ax) -> None:
-        """Batch sizes as plain numbers at the measured points, on a log2 axis."""
+        """Batch sizes as plain numbers on a log2 axis: at most MAX_TICKS labels, whatever the sweep."""
         ax.set_xscale("log", base=2)
-        ax.set_xticks(batches)
+        ax.set_xticks(ticks)
         ax.xaxis.set_major_formatter(plain)
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("batch size")
+
+    def log_y(ax) -> None:
+        """A log y axis labelled at 1-2-5 steps only, so labels never run into each other."""
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=8))
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
     def save(fig, name: str, title: str) -> None:
         fig.tight_layout()
@@ -55,11 +76,14 @@ def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Pa
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for label, g in series:
             ax.plot(g["batch_size"], g[metric], marker="o", label=label)
+            bad = g[g["valid"] == False]  # noqa: E712 (object column)
+            if len(bad):  # INVALID cells: a red cross over the point
+                ax.scatter(bad["batch_size"], bad[metric], marker="x", s=80, color="red", zorder=4,
+                           label="INVALID" if name not in invalid_shown else None)
+                invalid_shown.add(name)
         batch_axis(ax)
         if log:
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(plain)
-            ax.yaxis.set_minor_formatter(plain)
+            log_y(ax)
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
@@ -68,8 +92,8 @@ def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Pa
 
     plot_metric("latency_ms_mean", "mean latency (ms, log)", "latency.png", "Latency vs batch size", True)
     plot_metric("throughput_mean", "items / s", "throughput.png", "Throughput vs batch size", False)
-    plot_metric("cpu_memory_mb_max", "peak RSS (MB)", "cpu_memory.png", "CPU memory vs batch size", False)
-    plot_metric("gpu_memory_mb_max", "GPU memory (MB)", "gpu_memory.png", "GPU memory vs batch size", False)
+    plot_metric("cpu_memory_mb_max", "peak RSS (MiB)", "cpu_memory.png", "CPU memory vs batch size", False)
+    plot_metric("gpu_memory_mb_max", "GPU memory reserved (MiB)", "gpu_memory.png", "GPU memory vs batch size", False)
     plot_metric("gpu_avg_power_w", "average power (W)", "gpu_power.png", "GPU power vs batch size", False)
     plot_metric("ttft_ms_mean", "time to first token (ms, log)", "ttft.png", "Prefill: time to first token vs batch size", True)
     plot_metric("decode_tokens_per_s", "tokens / s per sequence", "decode_tokens_per_s.png",

@@ -230,7 +230,7 @@ def _interpretation(table: pd.DataFrame, cells: pd.DataFrame, pools: list[str], 
         for p in pools:
             col = f"{labels[p]}_gpu_memory_mb_max" if is_gpu_pool(p) else f"{labels[p]}_cpu_memory_mb_max"
             if col in table and not math.isnan(table.at[i, col]):
-                parts.append(f"{display_name(p)} {table.at[i, col]:.2f} MB")
+                parts.append(f"{display_name(p)} {table.at[i, col]:.2f} MiB")
         if parts:
             mem.append(f"Batch size {b:.1f}: " + ", ".join(parts))
     items.append(("**Memory Usage**:", mem or ["not measured"]))
@@ -382,7 +382,8 @@ def _method_lines(doc: dict) -> list[str]:
         f"{rules.get('min_iterations')} iterations and {rules.get('min_time')} s are reached (at most {rules.get('max_time')} s).",
         "Latency: CUDA events read after one synchronize on GPUs, perf_counter_ns on CPUs; throughput_mean = batch size / mean latency.",
         f"Validity: INVALID when fewer iterations than asked, latency CV above {int(100 * 0.10)}%, or a tracker the device should have failed.",
-        "gpu_memory_mb_max: torch.cuda.max_memory_reserved over the cell; cpu_memory_mb_max: peak process RSS over the cell.",
+        "gpu_memory_mb_max: torch.cuda.max_memory_reserved over the cell; cpu_memory_mb_max: peak process RSS over the cell; "
+        "both in MiB (2^20 bytes), under the seed report's column names.",
     ]
     lines += [f"{name}: {m}" for name, m in sorted(methods.items())]
     return lines

@@ -48,14 +48,17 @@ def test_report_rerenders_from_saved_records(tiny_run, tmp_path):
 def test_compare_flags_regressions_beyond_noise(tiny_run, tmp_path):
     out, _ = tiny_run
     doc = load_json(out / "results.json")
+    for rec in doc["cells"]:  # a steady run (a loaded machine may have measured a noisy one)
+        rec["metrics"]["latency_ms"]["cv"] = 0.02
+    (tmp_path / "old.json").write_text(json.dumps(doc))
     slower = json.loads(json.dumps(doc))
     for rec in slower["cells"]:
         rec["metrics"]["latency_ms"]["mean"] *= 2
         rec["metrics"]["throughput_mean"] /= 2
     (tmp_path / "new.json").write_text(json.dumps(slower))
-    same = benchctl("compare", str(out / "results.json"), str(out / "results.json"), "--fail-on-regression", "5")
+    same = benchctl("compare", str(tmp_path / "old.json"), str(tmp_path / "old.json"), "--fail-on-regression", "5")
     assert same.returncode == 0 and "within noise" in same.stdout
-    worse = benchctl("compare", str(out / "results.json"), str(tmp_path / "new.json"), "--fail-on-regression", "5")
+    worse = benchctl("compare", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--fail-on-regression", "5")
     assert worse.returncode == 1 and "REGRESSION" in worse.stdout and "regressed" in worse.stderr
 
 

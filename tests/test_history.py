@@ -71,7 +71,8 @@ def history_roundtrip(history, tiny_model, tmp_path):
     assert listed(history, "--model", "another/model") == []
 
     # A run made slower on purpose is flagged against the history; an unchanged rerun passes.
-    bad = cli(history, "compare", str(slower(second / "results.json", tmp_path / "slow.json")), "--against", "history",
+    # Ten times slower: beyond the noise of two runs of a tiny model even on a loaded machine.
+    bad = cli(history, "compare", str(slower(second / "results.json", tmp_path / "slow.json", factor=10.0)), "--against", "history",
               "--fail-on-regression", "10")
     assert bad.returncode == 1 and "REGRESSION" in bad.stdout and "regressed" in bad.stderr
     same = cli(history, "compare", str(slower(second / "results.json", tmp_path / "same.json", factor=1.0)),

@@ -39,7 +39,7 @@ def test_interpretation_sentences_carry_seed_numbers():
     for sentence in [
         "- **Latency**: GPU is on average 27.93x faster than CPU.\n  - The maximum speedup of 27.93x is achieved at batch size 8.",
         "- **Throughput**: GPU achieves on average 27.93x higher throughput than CPU.\n  - The maximum throughput improvement of 27.93x is achieved at batch size 8.",
-        "- **Memory Usage**:\n  - Batch size 8.0: CPU 1671.68 MB, GPU 746.88 MB",
+        "- **Memory Usage**:\n  - Batch size 8.0: CPU 1671.68 MiB, GPU 746.88 MiB",  # MiB: what is measured
         "- **Power Consumption**:\n  - Batch size 8.0: GPU 216.24 W",
         "- **Recommendation**: For optimal performance, use batch size 8 on GPU.",
         "The GPU provides significant performance benefits with an average of 27.93x higher throughput compared to CPU execution. "
@@ -84,3 +84,16 @@ def test_an_invalid_cell_does_not_drive_the_recommendation():
     md = to_markdown(build(doc, cells_frame(doc)))
     assert "- **Recommendation**: For optimal performance, use batch size 1 on GPU." in md
     assert "1 INVALID cell(s) are left out of these sentences" in md
+
+
+def test_plots_bound_their_ticks_and_draw_invalid_cells(tmp_path):
+    from bench_ctl.plots import MAX_TICKS, batch_ticks, make_plots
+
+    assert batch_ticks([1, 8]) == [1.0, 8.0]
+    ticks = batch_ticks(range(1, 4097))
+    assert len(ticks) <= MAX_TICKS and ticks[0] == 1 and ticks[-1] >= 4096
+    doc = seed_document()
+    doc["cells"][0]["metrics"]["latency_ms"]["cv"] = 0.5  # INVALID: drawn with a red cross
+    written = dict((name, title) for title, name in make_plots(cells_frame(doc), ["cpu", "cuda"], "cpu", tmp_path))
+    assert {"latency.png", "throughput.png", "speedup.png"} <= set(written)
+    assert all((tmp_path / name).stat().st_size > 5_000 for name in written)
