@@ -99,7 +99,13 @@ def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Pa
     plot_metric("decode_tokens_per_s", "tokens / s per sequence", "decode_tokens_per_s.png",
                 "Decode: tokens/s per sequence vs batch size", False)
 
-    # Speedup of every pool over the baseline, by throughput.
+    speedup(frame, baseline, plt, batch_axis, save)
+    roofline(frame, pools, plt, save)
+    return written
+
+
+def speedup(frame: pd.DataFrame, baseline: str, plt, batch_axis, save) -> None:
+    """Throughput of every other pool over the baseline's, per batch size."""
     ok = frame[frame["status"] == "ok"]
     index = [*COMBO_AXES, "batch_size"]
     base = ok[ok["pool"] == baseline].set_index(index)["throughput_mean"]
@@ -108,23 +114,20 @@ def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Pa
     for key, label, g in _series(frame):
         if key[0] == baseline:
             continue
-        s = g.set_index(index)["throughput_mean"] / base
-        s = s.dropna()
+        s = (g.set_index(index)["throughput_mean"] / base).dropna()
         if len(s):
             ax.plot(s.index.get_level_values("batch_size"), s.values, marker="o", label=f"{label} / {display_name(baseline)}")
             drew = True
-    if drew:
-        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-        batch_axis(ax)
-        ax.set_ylabel(f"throughput speedup over {column_prefix(baseline)} (x)")
-        ax.set_title("Speedup vs batch size")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-        save(fig, "speedup.png", "Speedup vs batch size")
-    else:
+    if not drew:
         plt.close(fig)
-    roofline(frame, pools, plt, save)
-    return written
+        return
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    batch_axis(ax)
+    ax.set_ylabel(f"throughput speedup over {column_prefix(baseline)} (x)")
+    ax.set_title("Speedup vs batch size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    save(fig, "speedup.png", "Speedup vs batch size")
 
 
 def roofline(frame: pd.DataFrame, pools: list[str], plt, save) -> None:

@@ -271,7 +271,8 @@ def _interpretation(table: pd.DataFrame, cells: pd.DataFrame, pools: list[str], 
 
 
 def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tables: dict | None = None) -> Document:
-    """The report's blocks; ``tables`` are the comparison tables when the caller has them already."""
+    """The report's blocks, in the seed's sections and then ours; ``tables`` are the comparison
+    tables when the caller has them already."""
     pools = run_pools(doc)
     baseline = run_baseline(doc, pools)
     info = model_info(doc)
@@ -280,8 +281,26 @@ def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tab
     d = Document()
     d.add(Heading(1, f"{name} Benchmark: {' vs. '.join(names)} Comparison"),
           Heading(2, "Summary"),
-          Para(f"This report compares the performance of {name} on {' and '.join([', '.join(names[:-1]), names[-1]] if len(names) > 1 else names)} device{'s' if len(names) > 1 else ''}."),
-          Heading(2, "System Information"))
+          Para(f"This report compares the performance of {name} on {' and '.join([', '.join(names[:-1]), names[-1]] if len(names) > 1 else names)} device{'s' if len(names) > 1 else ''}."))
+    _system_section(d, doc, pools)
+    d.add(Heading(2, "Model Information"),
+          Bullets([f"Model: {info.get('model')}", f"Hidden Size: {info.get('hidden_size')}",
+                   f"Hidden Layers: {info.get('num_hidden_layers')}", f"Attention Heads: {info.get('num_attention_heads')}",
+                   f"Parameters: {info['parameters']:,}" if info.get("parameters") else "Parameters: unknown",
+                   f"Weights: {info.get('weights', 'unknown')} ({info.get('weights_source', 'unknown')})"]))
+    budget = run_budget(doc)
+    fastest = fastest_ways(frame, budget)
+    _comparison_and_conclusion(d, frame, pools, baseline, budget, fastest,
+                               tables if tables is not None else comparison_tables(frame, pools, baseline))
+    _beyond_the_seed(d, doc, frame, budget, fastest)
+    if images:
+        d.add(Heading(2, "Plots"), *images)
+    return d
+
+
+def _system_section(d: Document, doc: dict, pools: list[str]) -> None:
+    """One subsection per pool and host, from the fingerprint of the host that measured it."""
+    d.add(Heading(2, "System Information"))
     warnings = []
     for pool in pools:
         fps = pool_fingerprints(doc, pool)
@@ -296,38 +315,38 @@ def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tab
                             f"({', '.join(fp.get('hostname', '?') for fp in fps)}); compare its cells with care.")
     for w in warnings:
         d.add(Para(w))
-    d.add(Heading(2, "Model Information"),
-          Bullets([f"Model: {info.get('model')}", f"Hidden Size: {info.get('hidden_size')}",
-                   f"Hidden Layers: {info.get('num_hidden_layers')}", f"Attention Heads: {info.get('num_attention_heads')}",
-                   f"Parameters: {info['parameters']:,}" if info.get("parameters") else "Parameters: unknown",
-                   f"Weights: {info.get('weights', 'unknown')} ({info.get('weights_source', 'unknown')})"]),
-          Heading(2, "Performance Comparison"))
-    combos = tables if tables is not None else comparison_tables(frame, pools, baseline)
-    budget = run_budget(doc)
+
+
+def _comparison_and_conclusion(d: Document, frame: pd.DataFrame, pools: list[str], baseline: str,
+                               budget: float | None, fastest: pd.DataFrame, combos: dict) -> None:
+    """Performance Comparison (a table, the phase tables and an Interpretation per combination)
+    and the Conclusion."""
+    d.add(Heading(2, "Performance Comparison"))
     conclusions = []
     shown = varying_axes(list(combos))
+    level = 3 if len(combos) == 1 else 4
     for combo, table in combos.items():
         if len(combos) > 1:
             d.add(Heading(3, combo_title(combo, shown)))
         d.add(Table(table))
         cells = combo_cells(frame, combo)
-        phases = phase_tables(cells, pools, baseline)
-        for phase, phase_table in phases.items():
-            d.add(Heading(3 if len(combos) == 1 else 4, PHASE_TITLES[phase]), Table(phase_table))
+        for phase, phase_table in phase_tables(cells, pools, baseline).items():
+            d.add(Heading(level, PHASE_TITLES[phase]), Table(phase_table))
         items, conclusion = _valid_interpretation(cells, pools, baseline, budget)
-        d.add(Heading(3 if len(combos) == 1 else 4, "Interpretation"), Bullets(items, loose=True))
+        d.add(Heading(level, "Interpretation"), Bullets(items, loose=True))
         conclusions.append((combo, conclusion))
     d.add(Heading(2, "Conclusion"))
     if len(conclusions) == 1:
         d.add(Para(conclusions[0][1]))
     else:
         d.add(Bullets([f"{combo_title(c, shown)}: {text}" for c, text in conclusions]))
-    fastest = fastest_ways(frame, budget)
     if len(candidates(frame)) > len(fastest):  # some pool had a choice to make
-        shown = tuple(a for a in WORKLOAD_AXES if fastest[a].nunique() > 1)
-        d.add(Para(" ".join(sentence(row, shown) for _, row in fastest.iterrows())))
+        workload = tuple(a for a in WORKLOAD_AXES if fastest[a].nunique() > 1)
+        d.add(Para(" ".join(sentence(row, workload) for _, row in fastest.iterrows())))
 
-    # Beyond the seed.
+
+def _beyond_the_seed(d: Document, doc: dict, frame: pd.DataFrame, budget: float | None, fastest: pd.DataFrame) -> None:
+    """The fastest way, how close to the hardware, and the details of every cell."""
     d.add(Heading(2, "Fastest way to run it"),
           Para("Per pool: the dtype, variant and batch size of the highest throughput among VALID cells"
                + (f" whose p99 latency fits {budget:g} ms" if budget is not None else "")
@@ -339,7 +358,6 @@ def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tab
                "peak_spec = the GPU's spec-sheet dense rate where known; GB/s = weight bytes / mean latency against the "
                "measured copy bandwidth; FLOP/byte = FLOPs / weight bytes."),
           Table(efficiency_table(frame), floatfmt=".4g"))
-
     d.add(Heading(2, "Details"), Heading(3, "Latency distribution, tokens/s, energy and validity"))
     detail = detail_table(frame)
     d.add(Table(detail, floatfmt=".4g") if len(detail) else Para("No cell was measured successfully."))
@@ -366,9 +384,6 @@ def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tab
     hosts = frame.groupby(["pool", "host", "worker"], dropna=False).size().reset_index(name="cells")
     d.add(Table(hosts, floatfmt="g"))
     d.add(Heading(3, "How it was measured"), Bullets(_method_lines(doc)))
-    if images:
-        d.add(Heading(2, "Plots"), *images)
-    return d
 
 
 def _method_lines(doc: dict) -> list[str]:

@@ -183,19 +183,7 @@ def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, 
     spec = spec_peak(torch.cuda.get_device_name(device) if device.type == "cuda" else None, cell.dtype)
     cap = cell.rules.memory_limit_mb if device.type == "cpu" else None
 
-    key = (cell.model.model, cell.model.weights, str(device), cell.dtype, cell.task)
-
-    def load():
-        loaded = load_model(cell.model, allowed_dirs, cell.task)
-        loaded.model = loaded.model.to(device=device, dtype=dtype).eval()
-        return loaded
-
-    loaded, cached = cache.get(key, load)
-    info = loaded.info(cell.model.model)
-    limit = info.get("max_position_embeddings")
-    if limit and cell.seq_len + cell.new_tokens > limit:
-        raise SpecError(f"sequence length {cell.seq_len} (plus {cell.new_tokens} new tokens) is above the maximum {limit} "
-                        f"of model {cell.model.model}")
+    loaded, cached, info = _load(cell, device, dtype, cache, allowed_dirs)
     model = loaded.model
     sync = sync_for(torch, device)
 
@@ -236,32 +224,13 @@ def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, 
         tokens = cell.new_tokens if cell.task == "generate" else cell.seq_len
         latency = LatencyTracker(timer_for(torch, device), sync, cell.batch_size, tokens)
         trackers = _trackers(torch, device, latency)
-        timer = latency.timer
-        with contextlib.ExitStack() as stack:
-            for tracker in trackers:
-                stack.enter_context(tracker.track())
-            t_start = time.perf_counter()
-            n = 0
-            while not rule.done(n, time.perf_counter() - t_start):
-                timer.start()
-                runner.call()
-                timer.stop()
-                n += 1
-                _check_deadline(deadline, cell.rules.time_limit)
-        elapsed = time.perf_counter() - t_start
+        n, elapsed = _timed_loop(runner.call, latency.timer, trackers, rule, deadline, cell.rules.time_limit)
         recompilations = runner.compiled_graphs()
         prepare_s, variant_method = runner.prepare_s, runner.method
         feeds = runner = eager = None  # frees the inputs (and a compiled or captured graph) now
 
     lat = latency.result()
-    metrics = dict(lat)
-    tracker_status = {}
-    for tracker in trackers:
-        if tracker is latency:
-            continue
-        res = tracker.result()
-        tracker_status[tracker.name] = {k: v for k, v in res.items() if k in TRACKER_STATUS_KEYS}
-        metrics.update({k: v for k, v in res.items() if k not in TRACKER_STATUS_KEYS})
+    metrics, tracker_status = _tracker_results(lat, [t for t in trackers if t is not latency])
     items = lat["timed_items"] or 0
     for src, dst in (("gpu_energy_j", "gpu_energy_j_per_sample"), ("cpu_energy_j", "cpu_energy_j_per_sample")):
         metrics[dst] = metrics[src] / items if metrics.get(src) is not None and items else None
@@ -292,6 +261,51 @@ def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, 
         "shortfall": rule.shortfall(n, elapsed),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def _load(cell: CellSpec, device, dtype, cache: ModelCache, allowed_dirs):
+    """The cell's model on its device and dtype (cached between cells): (loaded, cached, info)."""
+    key = (cell.model.model, cell.model.weights, str(device), cell.dtype, cell.task)
+
+    def load():
+        loaded = load_model(cell.model, allowed_dirs, cell.task)
+        loaded.model = loaded.model.to(device=device, dtype=dtype).eval()
+        return loaded
+
+    loaded, cached = cache.get(key, load)
+    info = loaded.info(cell.model.model)
+    limit = info.get("max_position_embeddings")
+    if limit and cell.seq_len + cell.new_tokens > limit:
+        raise SpecError(f"sequence length {cell.seq_len} (plus {cell.new_tokens} new tokens) is above the maximum {limit} "
+                        f"of model {cell.model.model}")
+    return loaded, cached, info
+
+
+def _timed_loop(call, timer, trackers: list, rule: StopRule, deadline: float, limit: float) -> tuple[int, float]:
+    """The timed window: every tracker on, only ``call`` between the timer's start and stop."""
+    with contextlib.ExitStack() as stack:
+        for tracker in trackers:
+            stack.enter_context(tracker.track())
+        t_start = time.perf_counter()
+        n = 0
+        while not rule.done(n, time.perf_counter() - t_start):
+            timer.start()
+            call()
+            timer.stop()
+            n += 1
+            _check_deadline(deadline, limit)
+    return n, time.perf_counter() - t_start
+
+
+def _tracker_results(latency_result: dict, trackers: list) -> tuple[dict, dict]:
+    """(metrics, each tracker's status): what a tracker says about itself is kept apart."""
+    metrics = dict(latency_result)
+    status = {}
+    for tracker in trackers:
+        res = tracker.result()
+        status[tracker.name] = {k: v for k, v in res.items() if k in TRACKER_STATUS_KEYS}
+        metrics.update({k: v for k, v in res.items() if k not in TRACKER_STATUS_KEYS})
+    return metrics, status
 
 
 def _check_deadline(deadline: float, limit: float) -> None:
