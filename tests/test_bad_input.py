@@ -1,9 +1,10 @@
 """Bad input: one clear line, a non-zero exit, no traceback, nothing written."""
 
 import json
+import subprocess
 
 import pytest
-from conftest import RedisServer, benchctl
+from conftest import BIN, RedisServer, benchctl
 
 RUN_ID = "20260101-000000-abcdef"
 
@@ -89,5 +90,7 @@ def test_bad_input_one_line_nonzero_nothing_written(case, tmp_path, auth_redis):
 def test_bare_benchctl_shows_help_and_no_empty_error(tmp_path):
     res = benchctl(cwd=tmp_path)
     assert "Usage: benchctl" in res.stdout + res.stderr and "benchctl: error:" not in res.stderr
+    worker_help = subprocess.run([str(BIN / "bench-worker"), "--help"], capture_output=True, text=True, timeout=60)
+    assert worker_help.returncode == 0 and "``" not in worker_help.stdout  # no raw reST markup
     version = benchctl("--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("benchctl ")

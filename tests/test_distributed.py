@@ -136,3 +136,28 @@ def test_two_pools_on_one_host_overlap_and_are_marked_invalid(redis_server, work
     assert frame["invalid_reason"].str.contains("while cpu").all()
     md = (tmp_path / "out" / "report.md").read_text()
     assert "All 2 measured cell(s) here are INVALID" in md and "faster than" not in md
+
+
+def test_a_cuda_1_cell_killed_by_its_hard_limit_is_reported(redis_server, tmp_path):
+    """A pool with a ':' in its name (cuda:1) through collect, for a cell that left only Celery's
+    FAILURE behind (its hard time limit killed it): the id is parsed back in one place."""
+    import json
+
+    from bench_ctl.store import ControllerStore
+    from bench_protocol.broker import BrokerConfig
+    from bench_protocol.spec import RunSpec
+
+    spec = RunSpec(pools=["cuda:1"], batch_sizes=[8])
+    cell = spec.cells()[0]
+    store = ControllerStore(BrokerConfig.resolve(redis_server.url))
+    store.create_run(spec.run_id, spec.to_dict(), [cell.cell_id])
+    redis_server.client().set(f"celery-task-meta-{cell.cell_id}", json.dumps({
+        "status": "FAILURE", "task_id": cell.cell_id,
+        "result": {"exc_type": "TimeLimitExceeded", "exc_message": ["TimeLimitExceeded(915.0)"]}}))
+    res = benchctl("collect", spec.run_id, "--broker", redis_server.url, "--timeout", "10", "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    rec = load_json(tmp_path / "out" / "results.json")["cells"][0]
+    assert rec["pool"] == "cuda:1" and rec["batch_size"] == 8 and rec["variant"] == "eager"
+    assert rec["error"]["type"] == "time_limit"
+    assert "hard time limit exceeded" in (tmp_path / "out" / "report.md").read_text()
