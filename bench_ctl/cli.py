@@ -48,7 +48,9 @@ def _on_sigint(signum, frame):
 
 
 def main() -> None:
+    # Ctrl-C and a polite kill both unwind: a report being written removes its staging folder.
     signal.signal(signal.SIGINT, _on_sigint)
+    signal.signal(signal.SIGTERM, _on_sigint)
     try:
         code = app(standalone_mode=False)  # click returns Exit codes instead of raising here
         sys.exit(code if isinstance(code, int) else 0)

@@ -22,8 +22,9 @@ ENV_KEY = "BENCHCTL_REDIS_KEY"
 
 
 def redact(text: str) -> str:
-    """Replace the password of every redis URL in ``text`` with '***'."""
-    return re.sub(r"(rediss?://[^:/@\s]*:)[^@\s]*@", r"\1***@", str(text))
+    """Replace the password of every redis URL in ``text`` with '***' (up to the last '@' of the
+    host part, so an unencoded '@' in a password shows nothing of it)."""
+    return re.sub(r"(rediss?://[^:/@\s]*:)[^\s/]*@", r"\1***@", str(text))
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,15 @@ class BrokerConfig:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss") or not parts.hostname:
             raise BrokerError(f"broker URL {redact(url)!r} is not a redis:// or rediss:// URL")
+        if parts.netloc.count("@") > 1:
+            raise BrokerError(f"broker URL {redact(url)!r} has an '@' in its credentials: percent-encode it as %40")
         try:
             _ = parts.port  # urlsplit checks the port only when it is read
         except ValueError:
             raise BrokerError(f"broker URL {redact(url)!r} has a malformed port") from None
+        if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+            raise BrokerError(f"broker URL {redact(url)!r} names database {parts.path.strip('/')!r}: "
+                              "a Redis database is a number, e.g. /0")
         cfg = cls(url, os.environ.get(ENV_CA) or None, os.environ.get(ENV_CERT) or None, os.environ.get(ENV_KEY) or None)
         for path in (cfg.ca_certs, cfg.certfile, cfg.keyfile):
             if path and not os.path.isfile(path):
@@ -74,7 +80,7 @@ class BrokerConfig:
             opts["ssl_keyfile"] = self.keyfile
         return opts
 
-    def redis(self, timeout: float = 5.0):
+    def redis(self, timeout: float = 5.0, retries: int = 3):
         """A redis-py client that retries briefly on a dropped connection and never waits forever."""
         import redis
         from redis.backoff import ExponentialBackoff
@@ -83,7 +89,7 @@ class BrokerConfig:
         kwargs = dict(
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), 3),
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), retries),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             health_check_interval=15,
             decode_responses=True,
@@ -92,13 +98,16 @@ class BrokerConfig:
         return redis.Redis.from_url(self.url, **kwargs)
 
 
-def ping(cfg: BrokerConfig, timeout: float = 5.0):
-    """Connect and PING, turning every failure into one line that names the redacted URL."""
+def ping(cfg: BrokerConfig, timeout: float = 4.0):
+    """Connect and PING once, turning every failure into one line that names the redacted URL.
+
+    One attempt bounded by ``timeout``: a server that accepts the connection and never answers
+    (a hung Redis, a wrong port behind a proxy) costs seconds, not the retries' minutes. The
+    client returned for the work that follows retries as usual."""
     import redis
 
-    client = cfg.redis(timeout)
     try:
-        client.ping()
+        cfg.redis(timeout, retries=0).ping()
     except redis.AuthenticationError as exc:
         raise BrokerError(f"Redis at {cfg.safe_url} refused the credentials: {redact(exc)}") from None
     except redis.ResponseError as exc:
@@ -107,5 +116,5 @@ def ping(cfg: BrokerConfig, timeout: float = 5.0):
             raise BrokerError(f"Redis at {cfg.safe_url} refused the credentials: {msg}") from None
         raise BrokerError(f"Redis at {cfg.safe_url} answered with an error: {msg}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise BrokerError(f"cannot reach Redis at {cfg.safe_url}: {redact(exc)}") from None
-    return client
+        raise BrokerError(f"cannot reach Redis at {cfg.safe_url}: {redact(exc) or type(exc).__name__}") from None
+    return cfg.redis(max(timeout, 5.0))

@@ -94,4 +94,31 @@ def load_results(path: str | Path) -> dict:
         )
     if not isinstance(doc.get("cells"), list) or not isinstance(doc.get("fingerprints"), dict):
         raise RecordsError(f"records file {path} lacks its cells or fingerprints")
+    for i, rec in enumerate(doc["cells"], 1):
+        problem = _bad_field(rec)
+        if problem:
+            raise RecordsError(f"cell {i} of records file {path}: {problem}")
     return doc
+
+
+# The JSON type each field of a cell record must have, where it is present (None allowed).
+_FIELD_TYPES = {"cell_id": str, "run_id": str, "pool": str, "status": str, "dtype": str, "variant": str, "task": str,
+                "batch_size": int, "seq_len": int, "new_tokens": int, "metrics": dict, "error": dict, "model": dict,
+                "trackers": dict, "latencies_ms": list, "peaks": dict, "fingerprint_id": str, "host": str, "worker": str}
+_JSON_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
+
+
+def _bad_field(rec) -> str | None:
+    """The first field of a cell record with the wrong type, in words; None when all are right."""
+    if not isinstance(rec, dict):
+        return f"a cell record must be an object, got {type(rec).__name__}"
+    for name, kind in _FIELD_TYPES.items():
+        value = rec.get(name)
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            return f"field {name!r} must be {_JSON_NAMES[kind]}, got {type(value).__name__}"
+    if rec.get("status") not in (None, *FINISHED):
+        return f"field 'status' must be one of {', '.join(FINISHED)}, got {rec.get('status')!r}"
+    latency = (rec.get("metrics") or {}).get("latency_ms")
+    if latency is not None and not isinstance(latency, dict):
+        return f"field 'metrics.latency_ms' must be an object, got {type(latency).__name__}"
+    return None

@@ -13,6 +13,8 @@ def _files(tmp_path):
     (tmp_path / "not-json.json").write_text("{ this is not json")
     (tmp_path / "v99.json").write_text(json.dumps({"schema": "benchctl.results", "schema_version": 99, "cells": [], "fingerprints": {}}))
     (tmp_path / "a-file").write_text("x")
+    (tmp_path / "bad-types.json").write_text(json.dumps({"schema": "benchctl.results", "schema_version": 1, "fingerprints": {},
+                                                          "cells": [{"cell_id": "x", "status": "ok", "metrics": "fast"}]}))
     (tmp_path / "empty-model").mkdir()
 
 
@@ -57,6 +59,12 @@ CASES = [
     ("unreachable broker", ["submit", "--devices", "cpu", "--broker", "redis://:s3cret-pw@127.0.0.1:1/0"],
      "cannot reach Redis at redis://:***@127.0.0.1:1/0"),
     ("wrong password", ["workers", "--broker", "{bad_auth_url}"], "refused the credentials"),
+    ("unencoded @ in the password", ["workers", "--broker", "redis://:p@ss-word@127.0.0.1:1/0"],
+     "has an '@' in its credentials: percent-encode it as %40"),
+    ("database not a number", ["submit", "--devices", "cpu", "--broker", "redis://127.0.0.1:6379/notadb"],
+     "names database 'notadb': a Redis database is a number"),
+    ("records with a wrong type", ["report", "{tmp}/bad-types.json", "--out", "{tmp}/o"],
+     "cell 1 of records file"),
     ("not a redis url", ["workers", "--broker", "http://example.invalid"], "is not a redis:// or rediss:// URL"),
     ("compare bad percent", ["compare", "{tmp}/v99.json", "{tmp}/v99.json"], "schema version 99"),
 ]
@@ -82,7 +90,7 @@ def test_bad_input_one_line_nonzero_nothing_written(case, tmp_path, auth_redis):
     assert len(lines) == 1, res.stderr
     assert expected in lines[0], lines[0]
     assert "Traceback" not in res.stderr + res.stdout
-    for secret in ("s3cret-pw", "wrong-password", "right-password"):
+    for secret in ("s3cret-pw", "wrong-password", "right-password", "ss-word"):
         assert secret not in res.stderr + res.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, no results/ folder
 
@@ -94,3 +102,45 @@ def test_bare_benchctl_shows_help_and_no_empty_error(tmp_path):
     assert worker_help.returncode == 0 and "``" not in worker_help.stdout  # no raw reST markup
     version = benchctl("--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("benchctl ")
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts connections and never answers: a hung Redis."""
+    import socket
+    import threading
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    held, stop = [], threading.Event()
+
+    def accept():
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(sock.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    stop.set()
+    thread.join(5)
+    for conn in held:
+        conn.close()
+    sock.close()
+
+
+@pytest.mark.parametrize("args", [["workers"], ["runs"], ["status", RUN_ID], ["collect", RUN_ID, "--timeout", "5"],
+                                  ["submit", "--devices", "cpu"]], ids=lambda a: a[0])
+def test_a_hung_broker_fails_fast_in_one_line(args, silent_server, tmp_path):
+    import time
+
+    t0 = time.monotonic()
+    res = benchctl(*args, "--broker", silent_server, cwd=tmp_path, timeout=60)
+    took = time.monotonic() - t0
+    assert res.returncode == 3 and took < 10, (took, res.stderr)
+    assert res.stderr.strip().count("\n") == 0 and "cannot reach Redis at redis://127.0.0.1" in res.stderr
+    assert "Traceback" not in res.stderr
