@@ -51,6 +51,8 @@ def wait(store: ControllerStore, run_id: str, timeout: float, on_poll=None) -> d
         states = store.cell_states(run_id)
         if time.monotonic() - last_reconcile > 2.0:
             reconcile_failures(store, run_id, states, meta["spec"])
+            if store.requeue_lapsed():  # a dead worker's cells, queued again
+                states = store.cell_states(run_id)
             last_reconcile = time.monotonic()
         if on_poll is not None:
             on_poll(states)
@@ -73,3 +75,37 @@ def gather(store: ControllerStore, run_id: str) -> dict:
     doc = results_document(run, cells, fps)
     doc["missing"] = missing
     return doc
+
+
+def retry(store: ControllerStore, run_id: str, errors: bool = False) -> list[str]:
+    """Queue again the cells of a run that have no record and no live claim (their message was
+    lost, e.g. with a Redis that kept nothing across a restart) and, with ``errors``, the cells
+    whose record is an error (after the cause was fixed). Returns the cell ids queued."""
+    from bench_protocol.celery_app import make_app
+    from bench_protocol.recovery import send_cells
+    from bench_protocol.spec import RunSpec
+
+    meta = store.run_meta(run_id)
+    cells = {c.cell_id: c for c in RunSpec.from_dict(meta["spec"]).cells()}
+    states = store.cell_states(run_id)
+    records = store.records(sorted(states))
+    held = store.holders(sorted(states))
+    picked = []
+    for cell_id, state in sorted(states.items()):
+        rec = records.get(cell_id)
+        if state == CellState.CANCELLED or cell_id in held or cell_id not in cells:
+            continue
+        if rec is None and state in (CellState.QUEUED, CellState.RUNNING):
+            picked.append(cell_id)
+        elif errors and rec is not None and rec.get("status") == CellState.ERROR:
+            picked.append(cell_id)
+    if not picked:
+        return []
+    store.reset_cells(run_id, picked)
+    app = make_app(store.broker)
+    try:
+        with app.producer_or_acquire() as producer:
+            send_cells(app, [cells[c] for c in picked], producer)
+    finally:
+        app.close()
+    return picked

@@ -66,7 +66,8 @@ def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: b
         names = ", ".join(f"{m['cell_id']} ({m['state']})" for m in pending[:10])
         more = f" and {len(pending) - 10} more" if len(pending) > 10 else ""
         raise Incomplete(f"run {run_id}: {len(pending)} cell(s) not finished after {timeout:g}s: {names}{more} "
-                         "(wait longer, or pass --partial to report what is there)")
+                         f"(wait longer; if their tasks were lost, `benchctl retry {run_id}` queues them again; "
+                         "or pass --partial to report what is there)")
     if not doc["cells"]:
         cancelled = len(doc["missing"]) - len(pending)
         raise Incomplete(f"run {run_id}: no cell has finished" + (f" ({cancelled} cancelled)" if cancelled else ""))
@@ -125,6 +126,8 @@ def status(
     check_run_id(run_id)
     store = _store(broker)
     meta = store.run_meta(run_id)
+    for cell_id in store.requeue_lapsed():
+        typer.echo(f"queued again: {cell_id} (its worker's claim lapsed)", err=True)
     states = store.cell_states(run_id)
     c = counts(states)
     done = sum(c.get(s, 0) for s in SETTLED)
@@ -189,6 +192,22 @@ def runs(limit: Annotated[int, typer.Option("--limit", help="how many (positive)
             continue
         typer.echo(f"{run_id}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(created))}  "
                    + " ".join(f"{k}={v}" for k, v in sorted(c.items())))
+
+
+@app.command()
+def retry(
+    run_id: Annotated[str, typer.Argument(help="run id")],
+    errors: Annotated[bool, typer.Option("--errors", help="also the cells whose record is an error")] = False,
+    broker: Broker = None,
+):
+    """Queue again the cells with no record and no live claim (and, with --errors, the failed ones)."""
+    from .collect import retry as do_retry
+
+    check_run_id(run_id)
+    queued = do_retry(_store(broker), run_id, errors)
+    for cell_id in queued:
+        typer.echo(f"queued again: {cell_id}")
+    typer.echo(f"run {run_id}: {len(queued)} cell(s) queued again")
 
 
 @app.command()

@@ -88,7 +88,7 @@ class ControllerStore:
         if not cell_ids:
             return {}
         raws = self._guard(lambda: self.r.mget([keys.cell_claim(c) for c in cell_ids]))
-        return {c: w for c, w in zip(cell_ids, raws) if w}
+        return {c: w.split("|", 1)[0] for c, w in zip(cell_ids, raws) if w}  # claim = "worker|token"
 
     def fingerprints(self, ids: set[str]) -> dict[str, dict]:
         ids = sorted(i for i in ids if i)
@@ -102,6 +102,34 @@ class ControllerStore:
 
     def cancel_queued(self, run_id: str, cell_ids: list[str]) -> int:
         return self._guard(lambda: self.r.eval(_CANCEL_IF_QUEUED, 1, keys.run_cells(run_id), *cell_ids))
+
+    def reset_cells(self, run_id: str, cell_ids: list[str]) -> None:
+        """Back to queued, their (error) records removed: a worker measures them afresh."""
+        def write():
+            pipe = self.r.pipeline()
+            pipe.delete(*[keys.cell(c) for c in cell_ids])
+            pipe.hset(keys.run_cells(run_id), mapping={c: CellState.QUEUED.value for c in cell_ids})
+            pipe.execute()
+        self._guard(write)
+
+    def requeue_lapsed(self) -> list[str]:
+        """Queue again the cells whose worker's claim lapsed (bench_protocol/recovery.py)."""
+        from bench_protocol.recovery import requeue_lapsed, send_cells
+
+        apps = []
+
+        def send(cell):
+            if not apps:
+                from bench_protocol.celery_app import make_app
+
+                apps.append(make_app(self.broker))
+            send_cells(apps[0], [cell])
+
+        try:
+            return self._guard(lambda: requeue_lapsed(self.r, send))
+        finally:
+            for app in apps:
+                app.close()
 
     # -- workers ---------------------------------------------------------------------------
     def live_workers(self) -> list[dict]:

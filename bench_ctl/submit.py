@@ -3,10 +3,10 @@ task per cell (by name, routed to its pool's queue)."""
 
 from __future__ import annotations
 
-from bench_protocol.celery_app import HARD_LIMIT_GRACE, make_app, max_time_limit
+from bench_protocol.celery_app import make_app, max_time_limit
 from bench_protocol.errors import NoLiveWorker, SpecError
-from bench_protocol.keys import TASK_RUN_CELL
 from bench_protocol.records import CellState
+from bench_protocol.recovery import send_cells
 from bench_protocol.spec import RunSpec
 
 from .store import ControllerStore
@@ -39,11 +39,7 @@ def submit(store: ControllerStore, spec: RunSpec, allow_missing: bool = False) -
     app = make_app(store.broker)
     try:
         with app.producer_or_acquire() as producer:
-            for cell in cells:
-                app.send_task(TASK_RUN_CELL, args=[cell.to_dict()], task_id=cell.cell_id, queue=cell.pool,
-                              routing_key=cell.pool, soft_time_limit=cell.rules.time_limit,
-                              time_limit=cell.rules.time_limit + HARD_LIMIT_GRACE, producer=producer,
-                              retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
+            send_cells(app, cells, producer)
     finally:
         app.close()
     store.set_run_status(spec.run_id, CellState.QUEUED.value)

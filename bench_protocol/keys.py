@@ -12,6 +12,7 @@ Every key starts with ``benchctl:v2:`` so a schema change never reads old keys b
 - ``worker:{name}``          string with TTL: a live worker (JSON); the heartbeat refreshes it
 - ``worker:{name}:current``  string with TTL: the cell id that worker is measuring
 - ``workers``                set: worker names ever registered (pruned on read)
+- ``claimed``                set: cell ids claimed and not yet saved (where lapsed claims are looked for)
 """
 
 PREFIX = "benchctl:v2:"
@@ -49,5 +50,6 @@ def worker_current(name: str) -> str:
 
 
 WORKERS = PREFIX + "workers"
+CLAIMED = PREFIX + "claimed"
 
 TASK_RUN_CELL = "benchctl.run_cell"

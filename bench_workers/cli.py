@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             "summary": f"{fp.get('cpu_model')}, {fp.get('logical_cores')} cores, {fp.get('memory_gb')} GB"
                        + (f", {gpu}" if gpu else "") + f", torch {fp.get('torch')}, {fp.get('torch_threads')} threads"}
     store.register(settings.name, info)
-    heartbeat = store.heartbeat(settings.name, info).start()
+    heartbeat = store.heartbeat(settings.name, info, settings.broker).start()
 
     app = make_app(settings.broker)
     register_tasks(app, settings)

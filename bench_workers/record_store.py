@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 
@@ -21,6 +22,34 @@ from bench_protocol.records import CellState
 log = logging.getLogger("benchctl.worker")
 
 SAVE_PATIENCE_S = 180.0  # how long a finished record waits for Redis to come back
+
+# A claim's value is "worker|token": the name says who, the token which attempt.
+# Refresh: only our own claim, or our lapsed one while nobody queued the cell again.
+# KEYS: claim, run cells, current; ARGV: claim value, cell id, ttl seconds.
+_REFRESH = """
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] or (not v and redis.call('HGET', KEYS[2], ARGV[2]) == 'running') then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+  redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+# The save, fenced by the claim: written only while this attempt still holds the cell.
+# KEYS: claim, run cells, cell record, current, claimed set; ARGV: claim value, cell id, record, status.
+_SAVE = """
+local v = redis.call('GET', KEYS[1])
+if v ~= ARGV[1] and not (not v and redis.call('HGET', KEYS[2], ARGV[2]) == 'running') then return 0 end
+redis.call('SET', KEYS[3], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+redis.call('DEL', KEYS[1], KEYS[4])
+redis.call('SREM', KEYS[5], ARGV[2])
+return 1
+"""
+
+
+def holder_name(claim_value: str | None) -> str | None:
+    return claim_value.split("|", 1)[0] if claim_value else None
 
 
 def _retrying(what: str, fn, patience: float = SAVE_PATIENCE_S):
@@ -49,44 +78,48 @@ class RecordStore:
         raw = _retrying("read cell record", lambda: self.r.get(keys.cell(cell_id)))
         return bool(raw) and json.loads(raw).get("status") in ("ok", "error")
 
-    def claim(self, run_id: str, cell_id: str, worker: str) -> str | None:
-        """Take the cell for this worker; None when it is ours, else the holder's name."""
+    def claim(self, run_id: str, cell_id: str, worker: str) -> tuple[str | None, str | None]:
+        """Take the cell for this worker: (our claim value, None), or (None, the holder's name).
+        A claim left by this same worker (its measuring child died) is taken over."""
+        value = f"{worker}|{secrets.token_hex(8)}"
+
         def take():
-            if self.r.set(keys.cell_claim(cell_id), worker, nx=True, ex=int(CLAIM_TTL)):
-                pipe = self.r.pipeline()
-                pipe.hset(keys.run_cells(run_id), cell_id, CellState.RUNNING.value)
-                pipe.set(keys.worker_current(worker), cell_id, ex=int(CLAIM_TTL))
-                pipe.execute()
-                return None
-            holder = self.r.get(keys.cell_claim(cell_id))
-            return None if holder == worker else (holder or "another worker")
+            held = self.r.get(keys.cell_claim(cell_id))
+            if held and holder_name(held) != worker:
+                return None, holder_name(held)
+            if not self.r.set(keys.cell_claim(cell_id), value, ex=int(CLAIM_TTL), nx=not held):
+                return None, holder_name(self.r.get(keys.cell_claim(cell_id))) or "another worker"
+            pipe = self.r.pipeline()
+            pipe.hset(keys.run_cells(run_id), cell_id, CellState.RUNNING.value)
+            pipe.sadd(keys.CLAIMED, cell_id)
+            pipe.set(keys.worker_current(worker), cell_id, ex=int(CLAIM_TTL))
+            pipe.execute()
+            return value, None
         return _retrying("claim cell", take)
 
-    def save(self, record: dict, worker: str) -> None:
+    def save(self, record: dict, worker: str, claim: str) -> bool:
+        """Write the record while ``claim`` still holds the cell; False (nothing written) when the
+        cell was queued again meanwhile and another attempt owns it now."""
         cell_id, run_id = record["cell_id"], record["run_id"]
 
         def write():
-            pipe = self.r.pipeline()
-            pipe.set(keys.cell(cell_id), json.dumps(record, allow_nan=False))
-            pipe.hset(keys.run_cells(run_id), cell_id, record["status"])
-            pipe.delete(keys.cell_claim(cell_id))
-            pipe.delete(keys.worker_current(worker))
-            pipe.execute()
-        _retrying("save cell record", write)
+            return self.r.eval(_SAVE, 5, keys.cell_claim(cell_id), keys.run_cells(run_id), keys.cell(cell_id),
+                               keys.worker_current(worker), keys.CLAIMED, claim, cell_id,
+                               json.dumps(record, allow_nan=False), record["status"])
+        return bool(_retrying("save cell record", write))
 
-    def release(self, cell_id: str, worker: str) -> None:
+    def release(self, cell_id: str, worker: str, claim: str | None) -> None:
         try:
-            if self.r.get(keys.cell_claim(cell_id)) == worker:
+            if claim and self.r.get(keys.cell_claim(cell_id)) == claim:
                 self.r.delete(keys.cell_claim(cell_id), keys.worker_current(worker))
         except redis.RedisError:
             pass  # the claim lapses by its TTL
 
-    def keep_claim(self, cell_id: str, worker: str) -> Refresher:
+    def keep_claim(self, run_id: str, cell_id: str, worker: str, claim: str) -> Refresher:
         def refresh():
-            pipe = self.r.pipeline()
-            pipe.set(keys.cell_claim(cell_id), worker, ex=int(CLAIM_TTL))
-            pipe.set(keys.worker_current(worker), cell_id, ex=int(CLAIM_TTL))
-            pipe.execute()
+            if not self.r.eval(_REFRESH, 3, keys.cell_claim(cell_id), keys.run_cells(run_id), keys.worker_current(worker),
+                               claim, cell_id, int(CLAIM_TTL)):
+                log.warning("cell %s was queued again while this worker was away; its result will not be saved", cell_id)
         return Refresher(refresh, CLAIM_REFRESH, "claim")
 
     # -- fingerprints and the registry ------------------------------------------------------
@@ -110,8 +143,39 @@ class RecordStore:
         except redis.RedisError as exc:
             log.warning("could not unregister %s: %s", name, redact(exc))
 
-    def heartbeat(self, name: str, info: dict) -> Refresher:
-        return Refresher(lambda: self.register(name, info), WORKER_HEARTBEAT, "heartbeat")
+    def heartbeat(self, name: str, info: dict, broker=None) -> Refresher:
+        """Keep this worker registered; with ``broker``, also queue again the cells whose claims
+        lapsed (a dead worker's), so recovery does not wait for any one process."""
+        recover = LapsedClaims(self.r, broker) if broker is not None else None
+
+        def beat():
+            self.register(name, info)
+            if recover is not None:
+                recover()
+        return Refresher(beat, WORKER_HEARTBEAT, "heartbeat")
+
+
+class LapsedClaims:
+    """Queues again the cells whose claims lapsed; its own Celery app, made on first need in the
+    heartbeat thread (the worker's app belongs to Celery's consumer)."""
+
+    def __init__(self, client, broker) -> None:
+        self.r, self.broker, self.app = client, broker, None
+
+    def __call__(self) -> list[str]:
+        from bench_protocol.recovery import requeue_lapsed, send_cells
+
+        def send(cell):
+            if self.app is None:
+                from bench_protocol.celery_app import make_app
+
+                self.app = make_app(self.broker)
+            send_cells(self.app, [cell])
+
+        requeued = requeue_lapsed(self.r, send)
+        for cell_id in requeued:
+            log.warning("cell %s: its worker's claim lapsed; queued again", cell_id)
+        return requeued
 
 
 class Refresher:

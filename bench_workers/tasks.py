@@ -67,8 +67,8 @@ def register_tasks(app, settings: WorkerSettings) -> None:
         if store.finished(cell.cell_id):
             log.info("cell %s already measured; delivery dropped", cell.cell_id)
             return {"status": "already measured"}
-        holder = store.claim(cell.run_id, cell.cell_id, settings.name)
-        if holder is not None:
+        claim, holder = store.claim(cell.run_id, cell.cell_id, settings.name)
+        if claim is None:
             log.warning("cell %s is being measured by %s; trying again later", cell.cell_id, holder)
             raise self.retry(countdown=2 * CLAIM_REFRESH, max_retries=None)
         context = {"fingerprint_id": settings.fingerprint.get("fingerprint_id"), "host": settings.fingerprint.get("hostname"),
@@ -81,14 +81,17 @@ def register_tasks(app, settings: WorkerSettings) -> None:
                                       f"{max_time_limit():g}s (visibility timeout)", **context)
             else:
                 _apply_threads(settings)
-                with store.keep_claim(cell.cell_id, settings.name):
+                with store.keep_claim(cell.run_id, cell.cell_id, settings.name, claim):
                     record = measure_cell(cell, settings.torch_device, cache=_cache,
                                           allowed_dirs=settings.models_dirs, context=context)
             record["device"] = settings.device
             record.setdefault("finished_at", time.time())
-            store.save(record, settings.name)
+            saved = store.save(record, settings.name, claim)
         except BaseException:
-            store.release(cell.cell_id, settings.name)
+            store.release(cell.cell_id, settings.name, claim)
             raise
+        if not saved:  # fenced: the cell was queued again while this worker was cut off
+            log.warning("cell %s: save refused, the cell was queued again and is another attempt's now", cell.cell_id)
+            return {"cell_id": cell.cell_id, "status": "superseded"}
         log.info("cell %s: %s", cell.cell_id, record["status"])
         return {"cell_id": cell.cell_id, "status": record["status"]}

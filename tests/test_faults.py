@@ -6,6 +6,7 @@ worker's cell must be measured again within 40 s + the 5 s restore sweep + the c
 """
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -22,9 +23,9 @@ VIS = 40
 ENV = worker_env(BENCHCTL_VISIBILITY_TIMEOUT=VIS)
 
 
-def submit(url, model, *extra, batches="1,2,3", pools="cpu"):
+def submit(url, model, *extra, batches="1,2,3", pools="cpu", env=ENV):
     res = benchctl("submit", "--devices", pools, "--batch-sizes", batches, "--seq-lens", "16", "--model", str(model),
-                   "--warmup", "0", "--time-limit", "9", "--broker", url, *extra, env=ENV)
+                   "--warmup", "0", "--time-limit", "9", "--broker", url, *extra, env=env)
     assert res.returncode == 0, res.stderr
     return res.stdout.strip().splitlines()[0]
 
@@ -38,26 +39,51 @@ def received(log_paths, cell_id) -> int:
     return sum(p.read_text().count(f"run_cell[{cell_id}] received") for p in log_paths)
 
 
-def test_killed_worker_cell_is_measured_again_once(redis_server, workers, tiny_model, tmp_path):
+def test_killed_worker_cell_is_measured_again_in_seconds(redis_server, workers, tiny_model, tmp_path):
+    """With the default visibility timeout (20 minutes): recovery comes from liveness. The dead
+    worker's claim lapses (20 s), a live worker's heartbeat queues the cell again, and it is
+    measured within 30 s plus the cell itself."""
     r = redis_server.client()
-    a = workers(redis_server.url, name="cpu-a@test", env=ENV, client=r)
-    run_id = submit(redis_server.url, tiny_model, "--min-time", "3", "--iterations", "1")
+    a = workers(redis_server.url, name="cpu-a@test", client=r)
+    b = workers(redis_server.url, name="cpu-b@test", client=r)
+    run_id = submit(redis_server.url, tiny_model, "--min-time", "3", "--iterations", "1", "--time-limit", "60",
+                    env=worker_env())
     running = wait_for(lambda: r.get(keys.worker_current("cpu-a@test")), 60, "worker a to start a cell")
     a.kill()
     killed_at = time.monotonic()
-    # The measuring child dies with its worker: the claim is no longer refreshed and lapses.
-    wait_for(lambda: not r.exists(keys.cell_claim(running)), 40, "the dead worker's claim to lapse")
-    b = workers(redis_server.url, name="cpu-b@test", env=ENV, client=r)
-    wait_for(lambda: r.hget(keys.run_cells(run_id), running) == "ok", VIS + 60, "the killed cell to be measured again")
+    # 30 s of recovery, the cell's own 3 s, and room for a busy machine.
+    wait_for(lambda: r.hget(keys.run_cells(run_id), running) == "ok", 30 + 3 + 30, "the killed cell to be measured again")
     bound = time.monotonic() - killed_at
-    assert bound < VIS + 5 + 3 + 20, f"recovered after {bound:.0f}s"
+    assert bound < 30 + 3 + 15, f"recovered after {bound:.0f}s"
+    assert "its worker's claim lapsed; queued again" in b.log.read_text()
     res = collect(redis_server.url, run_id, tmp_path / "out")
     assert res.returncode == 0, res.stderr
     doc = load_json(tmp_path / "out" / "results.json")
-    assert sorted(c["cell_id"] for c in doc["cells"]) == sorted(r.hkeys(keys.run_cells(run_id)))
+    assert sorted(c["cell_id"] for c in doc["cells"]) == sorted(r.hkeys(keys.run_cells(run_id)))  # one record per cell
     again = next(c for c in doc["cells"] if c["cell_id"] == running)
-    assert again["worker"] == "cpu-b@test" and again["redelivered"] is True and again["status"] == "ok"
-    assert received([b.log], running) == 1
+    assert again["worker"] == "cpu-b@test" and again["status"] == "ok"
+
+
+def test_a_worker_stopped_past_its_claim_cannot_overwrite_the_newer_record(redis_server, workers, tiny_model):
+    """SIGSTOP (a partition, a frozen VM) past the claim's TTL: the cell is measured again
+    elsewhere; when the stopped worker resumes, its save is fenced off by the claim's token."""
+    r = redis_server.client()
+    a = workers(redis_server.url, name="cpu-a@test", client=r)
+    run_id = submit(redis_server.url, tiny_model, "--min-time", "4", "--iterations", "1", "--time-limit", "60",
+                    batches="1", env=worker_env())
+    cell_id = make_cell_id(run_id)
+    wait_for(lambda: r.get(keys.worker_current("cpu-a@test")) == cell_id, 60, "worker a to start the cell")
+    os.killpg(a.proc.pid, signal.SIGSTOP)
+    try:
+        workers(redis_server.url, name="cpu-b@test", client=r)
+        wait_for(lambda: r.hget(keys.run_cells(run_id), cell_id) == "ok", 30 + 4 + 30, "b to measure the cell again")
+        newer = json.loads(r.get(keys.cell(cell_id)))
+        assert newer["worker"] == "cpu-b@test"
+    finally:
+        os.killpg(a.proc.pid, signal.SIGCONT)
+    wait_for(lambda: "save refused" in a.log.read_text(), 60, "a's late save to be refused")
+    assert json.loads(r.get(keys.cell(cell_id))) == newer  # one record, the newer one
+    assert r.hget(keys.run_cells(run_id), cell_id) == "ok"
 
 
 def test_a_delivery_of_a_cell_in_measurement_waits_instead_of_measuring(redis_server, workers, tiny_model):
@@ -181,3 +207,22 @@ def test_collect_times_out_naming_missing_cells_and_ctrl_c_keeps_records(redis_s
     part = collect(redis_server.url, part_id, tmp_path / "part", 30, "--partial")
     assert part.returncode == 0 and f"missing: {make_cell_id(part_id, 'cuda', 3)} (queued)" in part.stderr
     assert "### Missing cells" in (tmp_path / "part" / "report.md").read_text()
+
+
+def test_retry_queues_the_cells_whose_tasks_were_lost(redis_server, workers, tiny_model, tmp_path):
+    """The queue lost (as by a Redis that kept nothing across a restart): collect names the
+    missing cells and the command that helps; retry queues them again and the run completes."""
+    r = redis_server.client()
+    run_id = submit(redis_server.url, tiny_model, "--allow-missing", batches="1,2", env=worker_env())
+    lost = [k for k in r.keys("cpu*") if r.type(k) == "list"]
+    assert lost and r.delete(*lost)  # the messages are gone; benchctl's records are not
+    workers(redis_server.url, name="cpu-a@test", client=r)
+    res = collect(redis_server.url, run_id, tmp_path / "first", 6)
+    assert res.returncode == 5 and f"benchctl retry {run_id}" in res.stderr
+    again = benchctl("retry", run_id, "--broker", redis_server.url)
+    assert again.returncode == 0 and "2 cell(s) queued again" in again.stdout
+    res = collect(redis_server.url, run_id, tmp_path / "out", 120)
+    assert res.returncode == 0, res.stderr
+    assert len(load_json(tmp_path / "out" / "results.json")["cells"]) == 2
+    done = benchctl("retry", run_id, "--errors", "--broker", redis_server.url)
+    assert done.returncode == 0 and "0 cell(s) queued again" in done.stdout
