@@ -97,7 +97,10 @@ def make_app(broker: BrokerConfig):
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        # Task events on, so Flower and `celery events` see every cell as it is received,
+        # started and finished: a few small messages per cell on the broker's event exchange.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
         task_track_started=True,
         # The cell spec travels in the message, the record goes to benchctl keys.
         task_ignore_result=False,
@@ -110,3 +113,15 @@ def make_app(broker: BrokerConfig):
         app.conf.broker_use_ssl = ssl_opts
         app.conf.redis_backend_use_ssl = ssl_opts
     return app
+
+
+def __getattr__(name: str):
+    """``celery -A bench_protocol.celery_app inspect ping`` (and Flower) find the app here,
+    configured from the environment ($BENCHCTL_BROKER_URL); made on first use so that importing
+    this module never imports Celery."""
+    if name in ("app", "celery"):
+        from .broker import BrokerConfig
+
+        globals()["app"] = globals()["celery"] = make_app(BrokerConfig.resolve(None))
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -161,3 +161,48 @@ def test_a_cuda_1_cell_killed_by_its_hard_limit_is_reported(redis_server, tmp_pa
     assert rec["pool"] == "cuda:1" and rec["batch_size"] == 8 and rec["variant"] == "eager"
     assert rec["error"]["type"] == "time_limit"
     assert "hard time limit exceeded" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_celery_tooling_and_flower_see_the_cells(redis_server, workers, tiny_model, tmp_path):
+    """`celery -A bench_protocol.celery_app inspect` and Flower, configured from the environment."""
+    import json
+    import subprocess
+    import time
+    import urllib.request
+
+    from conftest import BIN, free_port, worker_env
+
+    r = redis_server.client()
+    workers(redis_server.url, device="cpu", queue="cpu", name="cpu-a@test", client=r)
+    env = worker_env(BENCHCTL_BROKER_URL=redis_server.url, FLOWER_UNAUTHENTICATED_API="true")
+    ping = subprocess.run([str(BIN / "celery"), "-A", "bench_protocol.celery_app", "inspect", "ping", "--timeout", "10"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert ping.returncode == 0 and "cpu-a@test" in ping.stdout and "pong" in ping.stdout, ping.stdout + ping.stderr
+    port = free_port()
+    flower = subprocess.Popen([str(BIN / "celery"), "-A", "bench_protocol.celery_app", "flower", f"--port={port}",
+                               "--address=127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        def api(path):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as res:
+                    return json.loads(res.read())
+            except OSError:
+                return None
+
+        wait_for(lambda: api("/api/workers") is not None, 60, "Flower to answer")
+        time.sleep(2)  # Flower subscribes to the event stream
+        res = _submit(redis_server.url, tiny_model, out=tmp_path / "out", pools="cpu")
+        assert res.returncode == 0, res.stderr
+        run_id = res.stdout.splitlines()[0].strip()
+
+        def cells_seen():
+            tasks = api("/api/tasks") or {}
+            return {t for t, info in tasks.items() if t.startswith(run_id) and info.get("state") == "SUCCESS"}
+
+        seen = wait_for(lambda: len(cells_seen()) == 2 and cells_seen(), 60, "Flower to list the run's cells")
+        assert seen == set(r.hkeys(keys.run_cells(run_id)))
+        info = api("/api/tasks")[sorted(seen)[0]]
+        assert info["name"] == "benchctl.run_cell" and info["worker"] == "cpu-a@test" and info["runtime"] > 0
+    finally:
+        flower.terminate()
+        flower.wait(10)
