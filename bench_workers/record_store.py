@@ -52,6 +52,27 @@ def holder_name(claim_value: str | None) -> str | None:
     return claim_value.split("|", 1)[0] if claim_value else None
 
 
+class Throttled:
+    """Logs a recurring warning once per ``interval`` seconds, with how many were held back:
+    a worker waiting out a Redis restart says so, without a line per attempt."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        self.interval, self._last, self._held = interval, {}, {}
+        self._lock = threading.Lock()
+
+    def warning(self, key: str, msg: str, *args) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -1e9) < self.interval:
+                self._held[key] = self._held.get(key, 0) + 1
+                return
+            held, self._held[key], self._last[key] = self._held.get(key, 0), 0, now
+        log.warning(msg + (f" ({held} more like this in the last {self.interval:g}s)" if held else ""), *args)
+
+
+AWAY = Throttled()
+
+
 def _retrying(what: str, fn, patience: float = SAVE_PATIENCE_S):
     deadline = time.monotonic() + patience
     delay = 0.5
@@ -61,7 +82,7 @@ def _retrying(what: str, fn, patience: float = SAVE_PATIENCE_S):
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
             if time.monotonic() > deadline:
                 raise
-            log.warning("%s: Redis unavailable (%s); retrying in %.1fs", what, redact(exc), delay)
+            AWAY.warning(what, "%s: Redis unavailable (%s); retrying", what, redact(exc))
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -192,7 +213,7 @@ class Refresher:
             try:
                 self._fn()
             except redis.RedisError as exc:
-                log.warning("%s refresh failed: %s", self._what, redact(exc))
+                AWAY.warning(self._what, "%s refresh failed: %s", self._what, redact(exc))
 
     def start(self) -> Refresher:
         self._thread.start()

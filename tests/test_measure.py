@@ -222,3 +222,13 @@ def test_gpu_power_tracker_without_nvml_says_why():
         pass
     r = tracker.result()
     assert r["gpu_avg_power_w"] is None and r["reason"] == "pynvml (nvidia-ml-py) is not installed"
+
+
+def test_a_recurring_worker_warning_is_logged_once_per_interval(caplog):
+    from bench_workers.record_store import Throttled
+
+    throttled = Throttled(interval=60)
+    with caplog.at_level("WARNING", logger="benchctl.worker"):
+        for attempt in range(20):
+            throttled.warning("save", "Redis unavailable (attempt %d)", attempt)
+    assert [r.getMessage() for r in caplog.records] == ["Redis unavailable (attempt 0)"]
