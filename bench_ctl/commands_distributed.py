@@ -221,5 +221,5 @@ def cancel(run_id: Annotated[str, typer.Argument(help="run id")], broker: Broker
     if n == 0 and all(s in SETTLED for s in store.cell_states(run_id).values()):
         typer.echo(f"run {run_id} has no cell left to cancel: every cell has finished or was cancelled")
         return
-    store.set_run_status(run_id, CellState.CANCELLED.value)
+    store.set_run_status(run_id, "cancelled")
     typer.echo(f"cancelled {n} queued cell(s) of run {run_id}")

@@ -23,15 +23,14 @@ def run(
     """Measure every cell here, in this process, with no broker; write results and the report."""
     from bench_ctl.embedded_run import run_here
     from bench_ctl.history import keep_run
-    from bench_protocol.records import load_results
 
     for device in spec.pools:
         check_torch_device(device)
-    written = run_here(spec, out or Path("results") / spec.run_id)
+    written, doc = run_here(spec, out or Path("results") / spec.run_id)
     typer.echo(f"report: {written['report.md']}")
     typer.echo(f"html:   {written['report.html']}")
     typer.echo(f"data:   {written['results.json']}")
-    kept = keep_run(load_results(written["results.json"]), not no_history)
+    kept = keep_run(doc, not no_history)
     if kept:
         typer.echo(f"history: {kept}")
 

@@ -13,7 +13,8 @@ from bench_protocol.spec import CELL_AXES, RunSpec
 from .outdir import check_out_dir, make_out_dir, write_atomic
 
 
-def run_here(spec: RunSpec, out: Path) -> dict[str, Path]:
+def run_here(spec: RunSpec, out: Path) -> tuple[dict[str, Path], dict]:
+    """Measure, save, render: (the files written, the results document)."""
     check_out_dir(out)
     try:
         from bench_workers.embedded import run_embedded
@@ -43,7 +44,7 @@ def run_here(spec: RunSpec, out: Path) -> dict[str, Path]:
     try:
         from .render import render_all
 
-        return render_all(doc, out)
+        return render_all(doc, out), doc
     except ImportError as exc:
         raise BenchError(f"records saved in {out}/results.json, but the report needs {exc.name or exc}: install it and run "
                          f"benchctl report {out}/results.json --out {out}") from None

@@ -127,7 +127,7 @@ class History:
             raise HistoryError("records without a run id cannot go into the history")
         frame = cells_frame(doc)
         fps = doc.get("fingerprints") or {}
-        model = _model_of(doc)
+        model = model_of(doc)
         created = run.get("created") or time.time()
         frame["valid"] = frame["valid"].map({True: 1.0, False: 0.0})
         frame["model"] = model
@@ -198,7 +198,7 @@ class History:
         return self._guard(read)
 
 
-def _model_of(doc: dict) -> str | None:
+def model_of(doc: dict) -> str | None:
     for rec in doc.get("cells") or []:
         if (rec.get("model") or {}).get("model"):
             return rec["model"]["model"]

@@ -44,12 +44,12 @@ def compare_with_history(run: str, last: int, history=None) -> pd.DataFrame:
     from bench_protocol.records import load_results
 
     from .frame import cells_frame
-    from .history import History, _model_of
+    from .history import History, model_of
 
     history = history or History()
     if Path(run).is_file():
         doc = load_results(run)
-        run_id, model, candidate = (doc.get("run") or {}).get("run_id"), _model_of(doc), cells_frame(doc)
+        run_id, model, candidate = (doc.get("run") or {}).get("run_id"), model_of(doc), cells_frame(doc)
     else:
         candidate = history.cells(run_id=run)
         if candidate.empty:

@@ -201,17 +201,20 @@ def _phase_sentences(phase: str, table: pd.DataFrame, pools: list[str], baseline
     return out
 
 
-def _valid_interpretation(cells: pd.DataFrame, pools: list[str], baseline: str, budget_ms: float | None):
+def _valid_interpretation(cells: pd.DataFrame, pools: list[str], baseline: str, budget_ms: float | None,
+                          table: pd.DataFrame, phases: dict):
     """The Interpretation and Conclusion of one table, from its VALID cells only: an INVALID
-    cell is shown in the tables but never drives a sentence."""
+    cell is shown in the tables but never drives a sentence. ``table`` and ``phases`` are the
+    shown ones, reused when no cell is INVALID."""
     measured = cells[cells["status"] == "ok"]
     valid = cells[cells["valid"] != False]  # noqa: E712 (object column; error cells stay, unmeasured)
     invalid = len(measured) - int((measured["valid"] == True).sum())  # noqa: E712
     if len(measured) and invalid == len(measured):
         why = f"All {invalid} measured cell(s) here are INVALID (see Details): no sentence is drawn from them."
         return [why], "Every measured cell is INVALID (see Details): there is nothing to conclude or recommend."
-    table = comparison_table(valid, pools, baseline)
-    items, conclusion = _interpretation(table, valid, pools, baseline, budget_ms, phase_tables(valid, pools, baseline))
+    if invalid:
+        table, phases = comparison_table(valid, pools, baseline), phase_tables(valid, pools, baseline)
+    items, conclusion = _interpretation(table, valid, pools, baseline, budget_ms, phases)
     if invalid:
         items.append(f"{invalid} INVALID cell(s) are left out of these sentences (see Details).")
     return items, conclusion
@@ -330,9 +333,10 @@ def _comparison_and_conclusion(d: Document, frame: pd.DataFrame, pools: list[str
             d.add(Heading(3, combo_title(combo, shown)))
         d.add(Table(table))
         cells = combo_cells(frame, combo)
-        for phase, phase_table in phase_tables(cells, pools, baseline).items():
+        phases = phase_tables(cells, pools, baseline)
+        for phase, phase_table in phases.items():
             d.add(Heading(level, PHASE_TITLES[phase]), Table(phase_table))
-        items, conclusion = _valid_interpretation(cells, pools, baseline, budget)
+        items, conclusion = _valid_interpretation(cells, pools, baseline, budget, table, phases)
         d.add(Heading(level, "Interpretation"), Bullets(items, loose=True))
         conclusions.append((combo, conclusion))
     d.add(Heading(2, "Conclusion"))

@@ -114,22 +114,9 @@ class ControllerStore:
 
     def requeue_lapsed(self) -> list[str]:
         """Queue again the cells whose worker's claim lapsed (bench_protocol/recovery.py)."""
-        from bench_protocol.recovery import requeue_lapsed, send_cells
+        from bench_protocol.recovery import requeue_lapsed_cells
 
-        apps = []
-
-        def send(cell):
-            if not apps:
-                from bench_protocol.celery_app import make_app
-
-                apps.append(make_app(self.broker))
-            send_cells(apps[0], [cell])
-
-        try:
-            return self._guard(lambda: requeue_lapsed(self.r, send))
-        finally:
-            for app in apps:
-                app.close()
+        return self._guard(lambda: requeue_lapsed_cells(self.r, self.broker))
 
     # -- workers ---------------------------------------------------------------------------
     def live_workers(self) -> list[dict]:

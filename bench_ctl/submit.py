@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from bench_protocol.celery_app import make_app, max_time_limit
 from bench_protocol.errors import NoLiveWorker, SpecError
-from bench_protocol.records import CellState
 from bench_protocol.recovery import send_cells
 from bench_protocol.spec import RunSpec
 
@@ -42,5 +41,5 @@ def submit(store: ControllerStore, spec: RunSpec, allow_missing: bool = False) -
             send_cells(app, cells, producer)
     finally:
         app.close()
-    store.set_run_status(spec.run_id, CellState.QUEUED.value)
+    store.set_run_status(spec.run_id, "queued")
     return spec.run_id

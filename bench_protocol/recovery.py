@@ -12,6 +12,8 @@ its save is fenced by its claim's token (bench_workers/record_store.py).
 
 from __future__ import annotations
 
+import json
+
 from . import keys
 
 # KEYS: claim, run cells, claimed set; ARGV: cell id. 1 when this call queued the cell again.
@@ -42,14 +44,30 @@ def requeue_lapsed(client, send) -> list[str]:
         if not client.eval(REQUEUE_IF_LAPSED, 3, keys.cell_claim(cell_id), keys.run_cells(run_id), keys.CLAIMED, cell_id):
             continue
         if run_id not in specs:
-            import json
-
             specs[run_id] = {c.cell_id: c for c in RunSpec.from_dict(json.loads(client.hget(keys.run(run_id), "spec"))).cells()}
         cell = specs[run_id].get(cell_id)
         if cell is not None:
             send(cell)
             requeued.append(cell_id)
     return requeued
+
+
+def requeue_lapsed_cells(client, broker) -> list[str]:
+    """:func:`requeue_lapsed` with a Celery app of its own, made only when a cell must be sent."""
+    apps = []
+
+    def send(cell):
+        if not apps:
+            from .celery_app import make_app
+
+            apps.append(make_app(broker))
+        send_cells(apps[0], [cell])
+
+    try:
+        return requeue_lapsed(client, send)
+    finally:
+        for app in apps:
+            app.close()
 
 
 def send_cells(app, cells, producer=None) -> None:
@@ -64,4 +82,4 @@ def send_cells(app, cells, producer=None) -> None:
                       retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
 
 
-__all__ = ["requeue_lapsed", "send_cells", "REQUEUE_IF_LAPSED"]
+__all__ = ["requeue_lapsed", "requeue_lapsed_cells", "send_cells", "REQUEUE_IF_LAPSED"]

@@ -167,36 +167,14 @@ class RecordStore:
     def heartbeat(self, name: str, info: dict, broker=None) -> Refresher:
         """Keep this worker registered; with ``broker``, also queue again the cells whose claims
         lapsed (a dead worker's), so recovery does not wait for any one process."""
-        recover = LapsedClaims(self.r, broker) if broker is not None else None
-
         def beat():
             self.register(name, info)
-            if recover is not None:
-                recover()
+            if broker is not None:
+                from bench_protocol.recovery import requeue_lapsed_cells
+
+                for cell_id in requeue_lapsed_cells(self.r, broker):
+                    log.warning("cell %s: its worker's claim lapsed; queued again", cell_id)
         return Refresher(beat, WORKER_HEARTBEAT, "heartbeat")
-
-
-class LapsedClaims:
-    """Queues again the cells whose claims lapsed; its own Celery app, made on first need in the
-    heartbeat thread (the worker's app belongs to Celery's consumer)."""
-
-    def __init__(self, client, broker) -> None:
-        self.r, self.broker, self.app = client, broker, None
-
-    def __call__(self) -> list[str]:
-        from bench_protocol.recovery import requeue_lapsed, send_cells
-
-        def send(cell):
-            if self.app is None:
-                from bench_protocol.celery_app import make_app
-
-                self.app = make_app(self.broker)
-            send_cells(self.app, [cell])
-
-        requeued = requeue_lapsed(self.r, send)
-        for cell_id in requeued:
-            log.warning("cell %s: its worker's claim lapsed; queued again", cell_id)
-        return requeued
 
 
 class Refresher:
