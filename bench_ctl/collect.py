@@ -101,8 +101,11 @@ def retry(store: ControllerStore, run_id: str, errors: bool = False) -> list[str
             picked.append(cell_id)
     if not picked:
         return []
+    from bench_protocol.broker import ping_broker
+
+    ping_broker(store.broker)
     store.reset_cells(run_id, picked)
-    app = make_app(store.broker)
+    app = make_app(store.broker, results=False)
     try:
         with app.producer_or_acquire() as producer:
             send_cells(app, [cells[c] for c in picked], producer)

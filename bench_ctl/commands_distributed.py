@@ -17,7 +17,7 @@ from bench_protocol.errors import BenchError, SpecError
 from bench_protocol.records import SETTLED, CellState
 from bench_protocol.spec import RunSpec, check_run_id
 
-from .options import Broker, NoHistory, app, spec_options
+from .options import Broker, NoHistory, Store, app, spec_options
 
 Timeout = Annotated[float, typer.Option("--timeout", help="seconds to wait at most")]
 Json = Annotated[bool, typer.Option("--json", help="JSON (a line per item) instead of text")]
@@ -27,10 +27,10 @@ class Incomplete(BenchError):
     exit_code = 5
 
 
-def _store(broker: Optional[str]):
+def _store(broker: Optional[str], store: Optional[str] = None):
     from .store import ControllerStore
 
-    return ControllerStore(BrokerConfig.resolve(broker))
+    return ControllerStore(BrokerConfig.resolve(broker, store))
 
 
 def _bar(done: int, total: int, width: int = 30) -> str:
@@ -87,6 +87,7 @@ def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: b
 def submit(
     spec: RunSpec,
     broker: Broker = None,
+    store_url: Store = None,
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="queue even for pools with no live worker")] = False,
     wait_: Annotated[bool, typer.Option("--wait", help="show progress, then collect")] = False,
     timeout: Timeout = 3600.0,
@@ -101,7 +102,7 @@ def submit(
 
     if out is not None:
         check_out_dir(out)
-    store = _store(broker)
+    store = _store(broker, store_url)
     for host, pools in shared_hosts(store, spec.pools).items():
         typer.echo(f"benchctl: warning: pools {', '.join(pools)} share host {host}: cells measured there at the same "
                    "time disturb each other and are marked INVALID", err=True)
@@ -118,13 +119,14 @@ def submit(
 def status(
     run_id: Annotated[str, typer.Argument(help="run id printed by submit")],
     broker: Broker = None,
+    store_url: Store = None,
     as_json: Json = False,
 ):
     """Cells by state, progress, and which worker holds which cell."""
     from .collect import counts
 
     check_run_id(run_id)
-    store = _store(broker)
+    store = _store(broker, store_url)
     meta = store.run_meta(run_id)
     for cell_id in store.requeue_lapsed():
         typer.echo(f"queued again: {cell_id} (its worker's claim lapsed)", err=True)
@@ -152,18 +154,20 @@ def collect(
     partial: Annotated[bool, typer.Option("--partial", help="report the finished cells even if some are missing")] = False,
     no_history: NoHistory = False,
     broker: Broker = None,
+    store_url: Store = None,
 ):
     """Wait for the run's cells (or the timeout), then write the report."""
     check_run_id(run_id)
     if timeout < 0:
         raise SpecError("--timeout must not be negative")
-    _collect(_store(broker), run_id, out, timeout, partial, history=not no_history)
+    _collect(_store(broker, store_url), run_id, out, timeout, partial, history=not no_history)
 
 
 @app.command()
-def workers(broker: Broker = None, as_json: Json = False):
+def workers(broker: Broker = None,
+    store_url: Store = None, as_json: Json = False):
     """Live workers: name, pool, device, host, busy or idle."""
-    rows = _store(broker).live_workers()
+    rows = _store(broker, store_url).live_workers()
     if as_json:
         for w in rows:
             typer.echo(json.dumps(w))
@@ -178,13 +182,14 @@ def workers(broker: Broker = None, as_json: Json = False):
 
 @app.command()
 def runs(limit: Annotated[int, typer.Option("--limit", help="how many (positive)")] = 20, broker: Broker = None,
+    store_url: Store = None,
          as_json: Json = False):
     """Recent runs, newest first."""
     from .collect import counts
 
     if limit <= 0:
         raise SpecError(f"--limit must be a positive number of runs, got {limit}")
-    store = _store(broker)
+    store = _store(broker, store_url)
     for run_id, created in store.recent_runs(limit):
         c = counts(store.cell_states(run_id))
         if as_json:
@@ -199,22 +204,23 @@ def retry(
     run_id: Annotated[str, typer.Argument(help="run id")],
     errors: Annotated[bool, typer.Option("--errors", help="also the cells whose record is an error")] = False,
     broker: Broker = None,
+    store_url: Store = None,
 ):
     """Queue again the cells with no record and no live claim (and, with --errors, the failed ones)."""
     from .collect import retry as do_retry
 
     check_run_id(run_id)
-    queued = do_retry(_store(broker), run_id, errors)
+    queued = do_retry(_store(broker, store_url), run_id, errors)
     for cell_id in queued:
         typer.echo(f"queued again: {cell_id}")
     typer.echo(f"run {run_id}: {len(queued)} cell(s) queued again")
 
 
 @app.command()
-def cancel(run_id: Annotated[str, typer.Argument(help="run id")], broker: Broker = None):
+def cancel(run_id: Annotated[str, typer.Argument(help="run id")], broker: Broker = None, store_url: Store = None):
     """Cancel the cells no worker has started; running cells finish."""
     check_run_id(run_id)
-    store = _store(broker)
+    store = _store(broker, store_url)
     store.run_meta(run_id)
     states = store.cell_states(run_id)
     n = store.cancel_queued(run_id, sorted(states))

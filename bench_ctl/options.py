@@ -72,7 +72,8 @@ def spec_options(**defaults):
     return decorate
 
 
-Broker = Annotated[Optional[str], typer.Option("--broker", help="redis:// or rediss:// URL (default $BENCHCTL_BROKER_URL or redis://localhost:6379/0)")]
+Broker = Annotated[Optional[str], typer.Option("--broker", help="redis://, rediss://, amqp:// or amqps:// URL (default $BENCHCTL_BROKER_URL or redis://localhost:6379/0)")]
+Store = Annotated[Optional[str], typer.Option("--store", help="redis:// or rediss:// URL of benchctl's records (default $BENCHCTL_STORE_URL, else the broker when it is Redis)")]
 
 
 NoHistory = Annotated[bool, typer.Option("--no-history", help="do not add this run to the results history ($BENCHCTL_HISTORY)")]

@@ -3,7 +3,8 @@ task per cell (by name, routed to its pool's queue)."""
 
 from __future__ import annotations
 
-from bench_protocol.celery_app import make_app, max_time_limit
+from bench_protocol.broker import ping_broker
+from bench_protocol.celery_app import make_app, max_time_limit, redelivery_timeout
 from bench_protocol.errors import NoLiveWorker, SpecError
 from bench_protocol.recovery import send_cells
 from bench_protocol.spec import RunSpec
@@ -26,16 +27,19 @@ def shared_hosts(store: ControllerStore, pools: list[str]) -> dict[str, list[str
 
 
 def submit(store: ControllerStore, spec: RunSpec, allow_missing: bool = False) -> str:
-    if spec.rules.time_limit > max_time_limit():
-        raise SpecError(f"time limit {spec.rules.time_limit:g}s is above {max_time_limit():g}s: the visibility timeout "
-                        "must exceed every cell's hard time limit (raise BENCHCTL_VISIBILITY_TIMEOUT on every host)")
+    kind = store.broker.kind
+    if spec.rules.time_limit > max_time_limit(kind):
+        _, setting = redelivery_timeout(kind)
+        raise SpecError(f"time limit {spec.rules.time_limit:g}s is above {max_time_limit(kind):g}s: {setting} "
+                        "must exceed every cell's hard time limit (raise it on the broker and every host)")
     missing = pools_without_workers(store, spec.pools)
     if missing and not allow_missing:
         raise NoLiveWorker(f"no live worker for pool{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                            "(start bench-worker there, or pass --allow-missing to queue anyway)")
+    ping_broker(store.broker)  # before the run is recorded: an unreachable broker leaves nothing behind
     cells = spec.cells()
     store.create_run(spec.run_id, spec.to_dict(), [c.cell_id for c in cells])
-    app = make_app(store.broker)
+    app = make_app(store.broker, results=False)
     try:
         with app.producer_or_acquire() as producer:
             send_cells(app, cells, producer)

@@ -1,4 +1,9 @@
-"""Where Redis is and how to reach it safely: URL from flag or environment, TLS, redaction.
+"""Where the queue and the records are, and how to reach them safely: URLs from flags or the
+environment, TLS, redaction.
+
+Two endpoints: the **broker** carries Celery's task messages (Redis or RabbitMQ); the **store**
+holds benchctl's own state — runs, cell states, claims, records, the worker registry — and is
+always Redis. With a Redis broker the store is the same server unless told otherwise.
 
 A password never leaves this module unredacted: every message about a URL uses :func:`redact`.
 """
@@ -15,62 +20,109 @@ from .errors import BrokerError
 
 DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 ENV_URL = "BENCHCTL_BROKER_URL"
-# TLS material for rediss:// URLs; the environment is only the source of these settings.
+ENV_STORE_URL = "BENCHCTL_STORE_URL"
+# TLS material for rediss:// URLs (broker or store); the environment is only the source of
+# these settings.
 ENV_CA = "BENCHCTL_REDIS_CA"
 ENV_CERT = "BENCHCTL_REDIS_CERT"
 ENV_KEY = "BENCHCTL_REDIS_KEY"
+# TLS material for amqps:// broker URLs.
+ENV_AMQP_CA = "BENCHCTL_AMQP_CA"
+ENV_AMQP_CERT = "BENCHCTL_AMQP_CERT"
+ENV_AMQP_KEY = "BENCHCTL_AMQP_KEY"
+
+REDIS_SCHEMES = ("redis", "rediss")
+AMQP_SCHEMES = ("amqp", "amqps")
 
 
 def redact(text: str) -> str:
-    """Replace the password of every redis URL in ``text`` with '***' (up to the last '@' of the
-    host part, so an unencoded '@' in a password shows nothing of it)."""
-    return re.sub(r"(rediss?://[^:/@\s]*:)[^\s/]*@", r"\1***@", str(text))
+    """Replace the password of every redis or amqp URL in ``text`` with '***' (up to the last
+    '@' of the host part, so an unencoded '@' in a password shows nothing of it)."""
+    return re.sub(r"((?:rediss?|amqps?)://[^:/@\s]*:)[^\s/]*@", r"\1***@", str(text))
+
+
+def _check_url(url: str, role: str, schemes: tuple[str, ...]) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in schemes or not parts.hostname:
+        names = " or ".join(f"{s}://" for s in schemes)
+        raise BrokerError(f"{role} URL {redact(url)!r} is not a {names} URL")
+    if parts.netloc.count("@") > 1:
+        raise BrokerError(f"{role} URL {redact(url)!r} has an '@' in its credentials: percent-encode it as %40")
+    try:
+        _ = parts.port  # urlsplit checks the port only when it is read
+    except ValueError:
+        raise BrokerError(f"{role} URL {redact(url)!r} has a malformed port") from None
+    path = parts.path.strip("/")
+    if parts.scheme in REDIS_SCHEMES and path and not path.isdigit():
+        raise BrokerError(f"{role} URL {redact(url)!r} names database {path!r}: a Redis database is a number, e.g. /0")
+
+
+def _env_files(*names: str) -> tuple[str | None, ...]:
+    paths = tuple(os.environ.get(n) or None for n in names)
+    for path in paths:
+        if path and not os.path.isfile(path):
+            raise BrokerError(f"TLS file {path} does not exist")
+    return paths
 
 
 @dataclass(frozen=True)
 class BrokerConfig:
+    """The broker (``url``) and the store (``store_url``) of one deployment."""
+
     url: str
     ca_certs: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
+    store_url: str = ""
+    amqp_ca: str | None = None
+    amqp_cert: str | None = None
+    amqp_key: str | None = None
 
     @classmethod
-    def resolve(cls, url: str | None = None) -> BrokerConfig:
+    def resolve(cls, url: str | None = None, store: str | None = None) -> BrokerConfig:
         url = url or os.environ.get(ENV_URL) or DEFAULT_BROKER_URL
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-            raise BrokerError(f"broker URL {redact(url)!r} is not a redis:// or rediss:// URL")
-        if parts.netloc.count("@") > 1:
-            raise BrokerError(f"broker URL {redact(url)!r} has an '@' in its credentials: percent-encode it as %40")
-        try:
-            _ = parts.port  # urlsplit checks the port only when it is read
-        except ValueError:
-            raise BrokerError(f"broker URL {redact(url)!r} has a malformed port") from None
-        if parts.path.strip("/") and not parts.path.strip("/").isdigit():
-            raise BrokerError(f"broker URL {redact(url)!r} names database {parts.path.strip('/')!r}: "
-                              "a Redis database is a number, e.g. /0")
-        cfg = cls(url, os.environ.get(ENV_CA) or None, os.environ.get(ENV_CERT) or None, os.environ.get(ENV_KEY) or None)
-        for path in (cfg.ca_certs, cfg.certfile, cfg.keyfile):
-            if path and not os.path.isfile(path):
-                raise BrokerError(f"TLS file {path} does not exist")
-        return cfg
+        _check_url(url, "broker", REDIS_SCHEMES + AMQP_SCHEMES)
+        store = store or os.environ.get(ENV_STORE_URL) or None
+        if store is None:
+            if urlsplit(url).scheme in AMQP_SCHEMES:
+                raise BrokerError(f"broker {redact(url)} is RabbitMQ: benchctl keeps its records in Redis, so name one "
+                                  f"with --store redis://HOST:6379/0 or ${ENV_STORE_URL}")
+            store = url
+        _check_url(store, "store", REDIS_SCHEMES)
+        ca, cert, key = _env_files(ENV_CA, ENV_CERT, ENV_KEY)
+        amqp_ca, amqp_cert, amqp_key = _env_files(ENV_AMQP_CA, ENV_AMQP_CERT, ENV_AMQP_KEY)
+        return cls(url, ca, cert, key, store, amqp_ca, amqp_cert, amqp_key)
+
+    @property
+    def kind(self) -> str:
+        """'redis' or 'rabbitmq': which broker carries the tasks."""
+        return "rabbitmq" if urlsplit(self.url).scheme in AMQP_SCHEMES else "redis"
 
     @property
     def tls(self) -> bool:
-        return urlsplit(self.url).scheme == "rediss"
+        """Whether the store is reached over TLS."""
+        return urlsplit(self.store_url).scheme == "rediss"
 
     @property
     def safe_url(self) -> str:
+        """The store, redacted: what messages about benchctl's records name."""
+        return redact(self.store_url)
+
+    @property
+    def safe_broker_url(self) -> str:
         return redact(self.url)
 
+    def describe(self) -> str:
+        """Broker and store, redacted, for a worker's start-up line."""
+        if self.store_url == self.url:
+            return self.safe_broker_url
+        return f"{self.safe_broker_url} (records in {self.safe_url})"
+
     def host_label(self) -> str:
-        parts = urlsplit(self.url)
+        parts = urlsplit(self.store_url)
         return urlunsplit((parts.scheme, f"{parts.hostname}:{parts.port or 6379}", parts.path, "", ""))
 
-    def ssl_options(self) -> dict | None:
-        """The same TLS settings for redis-py, Celery's broker and its result backend."""
-        if not self.tls:
-            return None
+    def _redis_ssl(self) -> dict:
         opts = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
         if self.ca_certs:
             opts["ssl_ca_certs"] = self.ca_certs
@@ -80,8 +132,29 @@ class BrokerConfig:
             opts["ssl_keyfile"] = self.keyfile
         return opts
 
+    def ssl_options(self) -> dict | None:
+        """TLS settings for redis-py and Celery's result backend (both talk to the store)."""
+        return self._redis_ssl() if self.tls else None
+
+    def broker_ssl_options(self) -> dict | None:
+        """TLS settings for Celery's broker connection: kombu's Redis or py-amqp's form."""
+        scheme = urlsplit(self.url).scheme
+        if scheme == "rediss":
+            return self._redis_ssl()
+        if scheme == "amqps":
+            opts = {"cert_reqs": ssl.CERT_REQUIRED}
+            if self.amqp_ca:
+                opts["ca_certs"] = self.amqp_ca
+            if self.amqp_cert:
+                opts["certfile"] = self.amqp_cert
+            if self.amqp_key:
+                opts["keyfile"] = self.amqp_key
+            return opts
+        return None
+
     def redis(self, timeout: float = 5.0, retries: int = 3):
-        """A redis-py client that retries briefly on a dropped connection and never waits forever."""
+        """A redis-py client for the store that retries briefly on a dropped connection and never
+        waits forever."""
         import redis
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
@@ -95,11 +168,12 @@ class BrokerConfig:
             decode_responses=True,
         )
         kwargs.update(self.ssl_options() or {})
-        return redis.Redis.from_url(self.url, **kwargs)
+        return redis.Redis.from_url(self.store_url, **kwargs)
 
 
 def ping(cfg: BrokerConfig, timeout: float = 4.0):
-    """Connect and PING once, turning every failure into one line that names the redacted URL.
+    """Connect to the store and PING once, turning every failure into one line that names the
+    redacted URL.
 
     One attempt bounded by ``timeout``: a server that accepts the connection and never answers
     (a hung Redis, a wrong port behind a proxy) costs seconds, not the retries' minutes. The
@@ -118,3 +192,34 @@ def ping(cfg: BrokerConfig, timeout: float = 4.0):
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise BrokerError(f"cannot reach Redis at {cfg.safe_url}: {redact(exc) or type(exc).__name__}") from None
     return cfg.redis(max(timeout, 5.0))
+
+
+def ping_broker(cfg: BrokerConfig, timeout: float = 4.0) -> None:
+    """Open and close one connection to a RabbitMQ broker within ``timeout`` (a Redis broker is
+    the store, already pinged), so that a controller command fails in one line, not in a hang."""
+    if cfg.kind != "rabbitmq":
+        return
+    from urllib.parse import unquote
+
+    import amqp
+
+    ssl_opts = cfg.broker_ssl_options()
+    parts = urlsplit(cfg.url)
+
+    conn = amqp.Connection(host=f"{parts.hostname}:{parts.port or (5671 if ssl_opts else 5672)}",
+                           userid=unquote(parts.username or "guest"), password=unquote(parts.password or "guest"),
+                           virtual_host=unquote(parts.path[1:]) if len(parts.path) > 1 else "/",
+                           ssl=ssl_opts or False, connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout)
+    try:
+        conn.connect()
+    except amqp.exceptions.AccessRefused as exc:
+        raise BrokerError(f"RabbitMQ at {cfg.safe_broker_url} refused the credentials: {redact(exc)}") from None
+    except amqp.exceptions.NotAllowed as exc:
+        raise BrokerError(f"RabbitMQ at {cfg.safe_broker_url} refused the virtual host: {redact(exc)}") from None
+    except (OSError, amqp.exceptions.AMQPError) as exc:  # socket timeouts are OSErrors
+        raise BrokerError(f"cannot reach RabbitMQ at {cfg.safe_broker_url}: {redact(exc) or type(exc).__name__}") from None
+    finally:
+        try:
+            conn.collect()
+        except Exception:
+            pass

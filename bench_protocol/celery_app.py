@@ -49,21 +49,38 @@ WORKER_HEARTBEAT = 3.0
 # measures the device's ceilings (GEMM per dtype, copy bandwidth) before taking a cell, so no
 # cell pays for either (Celery's default of 4 s would kill it on a busy host).
 CHILD_START_TIMEOUT = 120.0
+# RabbitMQ: a delivery not acknowledged within the broker's consumer_timeout (30 minutes by
+# default) closes the consumer's channel and is delivered again, so it bounds a cell's time as
+# the visibility timeout does on Redis. Set this to the broker's value where it was changed.
+CONSUMER_TIMEOUT = float(os.environ.get("BENCHCTL_CONSUMER_TIMEOUT", "1800"))
+# AMQP heartbeat (seconds): RabbitMQ closes a silent connection after about two missed beats,
+# so a worker whose host vanished has its cell redelivered within ~20 s (Celery's default of
+# 120 s would take minutes). A SIGKILLed worker's socket closes at once anyway.
+AMQP_HEARTBEAT = 10.0
 # Results of the Celery backend are a backstop only (our own records are in benchctl keys).
 RESULT_EXPIRES = 7 * 24 * 3600
 
 
-def max_time_limit() -> float:
-    """The longest soft time limit a cell may ask for under this visibility timeout."""
-    return VISIBILITY_TIMEOUT - HARD_LIMIT_GRACE - VISIBILITY_MARGIN
+def redelivery_timeout(kind: str = "redis") -> tuple[float, str]:
+    """How long the broker lets a delivery run unacknowledged, and the setting that says so."""
+    if kind == "rabbitmq":
+        return CONSUMER_TIMEOUT, "RabbitMQ's consumer_timeout (BENCHCTL_CONSUMER_TIMEOUT)"
+    return VISIBILITY_TIMEOUT, "the visibility timeout (BENCHCTL_VISIBILITY_TIMEOUT)"
 
 
-def make_app(broker: BrokerConfig):
+def max_time_limit(kind: str = "redis") -> float:
+    """The longest soft time limit a cell may ask for under this broker's redelivery timeout."""
+    return redelivery_timeout(kind)[0] - HARD_LIMIT_GRACE - VISIBILITY_MARGIN
+
+
+def make_app(broker: BrokerConfig, results: bool = True):
+    """The Celery app. ``results=False`` for the controller: it only sends, and reads outcomes
+    from benchctl's records, so it needs no result backend (no client, no subscriptions)."""
     from celery import Celery
 
-    app = Celery("benchctl", broker=broker.url, backend=broker.url)
+    app = Celery("benchctl", broker=broker.url, backend=broker.store_url if results else None)
     ssl_opts = broker.ssl_options()
-    transport = {
+    transport = {} if broker.kind == "rabbitmq" else {
         "visibility_timeout": VISIBILITY_TIMEOUT,
         "unacked_restore_interval": RESTORE_INTERVAL,
         "unacked_restore_throttle": 1,
@@ -82,8 +99,8 @@ def make_app(broker: BrokerConfig):
         task_acks_late=ACKS_LATE,
         # A backstop for a message that carries no limits of its own: no cell outlives the
         # visibility timeout. submit sends each cell's own (smaller) limits.
-        task_soft_time_limit=max_time_limit(),
-        task_time_limit=max_time_limit() + HARD_LIMIT_GRACE,
+        task_soft_time_limit=max_time_limit(broker.kind),
+        task_time_limit=max_time_limit(broker.kind) + HARD_LIMIT_GRACE,
         task_reject_on_worker_lost=REJECT_ON_WORKER_LOST,
         worker_prefetch_multiplier=PREFETCH_MULTIPLIER,
         worker_concurrency=CONCURRENCY,
@@ -108,16 +125,19 @@ def make_app(broker: BrokerConfig):
         redis_socket_connect_timeout=10,
         redis_retry_on_timeout=True,
         broker_channel_error_retry=True,
+        broker_heartbeat=AMQP_HEARTBEAT,
+        broker_connection_timeout=10,
     )
+    if broker.broker_ssl_options():
+        app.conf.broker_use_ssl = broker.broker_ssl_options()
     if ssl_opts:
-        app.conf.broker_use_ssl = ssl_opts
         app.conf.redis_backend_use_ssl = ssl_opts
     return app
 
 
 def __getattr__(name: str):
     """``celery -A bench_protocol.celery_app inspect ping`` (and Flower) find the app here,
-    configured from the environment ($BENCHCTL_BROKER_URL); made on first use so that importing
+    configured from the environment ($BENCHCTL_BROKER_URL, $BENCHCTL_STORE_URL); made on first use so that importing
     this module never imports Celery."""
     if name in ("app", "celery"):
         from .broker import BrokerConfig

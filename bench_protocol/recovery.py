@@ -60,7 +60,7 @@ def requeue_lapsed_cells(client, broker) -> list[str]:
         if not apps:
             from .celery_app import make_app
 
-            apps.append(make_app(broker))
+            apps.append(make_app(broker, results=False))
         send_cells(apps[0], [cell])
 
     try:

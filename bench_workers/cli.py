@@ -30,7 +30,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice, or the --cpus count)")
     p.add_argument("--cpus", help="CPU affinity, e.g. 0-3 or 0,2,4")
     p.add_argument("--name", help="worker name (default POOL-PID@HOSTNAME)")
-    p.add_argument("--broker", help="redis:// or rediss:// URL (default $BENCHCTL_BROKER_URL)")
+    p.add_argument("--broker", help="redis://, rediss://, amqp:// or amqps:// URL (default $BENCHCTL_BROKER_URL)")
+    p.add_argument("--store", help="redis:// or rediss:// URL of benchctl's records (default $BENCHCTL_STORE_URL, "
+                                   "else the broker when it is Redis)")
     p.add_argument("--models-dir", action="append", default=[],
                    help="directory whose model folders tasks may name (repeatable); other paths are refused")
     p.add_argument("--loglevel", default="INFO")
@@ -102,7 +104,7 @@ def configure(args: argparse.Namespace):
         if not path.is_dir():
             raise SpecError(f"--models-dir {d} is not a directory")
         dirs.append(path)
-    broker = BrokerConfig.resolve(args.broker)
+    broker = BrokerConfig.resolve(args.broker, args.store)
     name = args.name or f"{pool}-{os.getpid()}@{socket.gethostname()}"
     return WorkerSettings(device=device, torch_device=torch_device, pool=pool, name=name, broker=broker,
                           threads=threads, cpus=cpus, models_dirs=dirs)
@@ -142,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         _warm_child(settings)
 
     logging.getLogger("benchctl.worker").info("worker %s serving pool %s on %s via %s", settings.name, settings.pool,
-                                              settings.device, settings.broker.safe_url)
+                                              settings.device, settings.broker.describe())
     try:
         app.worker_main([
             "worker", f"--loglevel={args.loglevel}", "-Q", settings.pool, "-c", "1", "-P", "prefork",

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 
-from bench_protocol.celery_app import CLAIM_REFRESH, max_time_limit
+from bench_protocol.celery_app import CLAIM_REFRESH, max_time_limit, redelivery_timeout
 from bench_protocol.errors import SpecError
 from bench_protocol.keys import TASK_RUN_CELL
 from bench_protocol.records import CellState, error_record
@@ -75,10 +75,11 @@ def register_tasks(app, settings: WorkerSettings) -> None:
                    "worker": settings.name, "attempt": self.request.retries,
                    "redelivered": bool((self.request.delivery_info or {}).get("redelivered"))}
         try:
-            if cell.rules.time_limit > max_time_limit():
+            limit = max_time_limit(settings.broker.kind)
+            if cell.rules.time_limit > limit:
                 record = error_record(cell.__dict__ | {"cell_id": cell.cell_id}, "invalid_spec",
                                       f"time limit {cell.rules.time_limit:g}s is above this worker's maximum "
-                                      f"{max_time_limit():g}s (visibility timeout)", **context)
+                                      f"{limit:g}s ({redelivery_timeout(settings.broker.kind)[1]})", **context)
             else:
                 _apply_threads(settings)
                 with store.keep_claim(cell.run_id, cell.cell_id, settings.name, claim):

@@ -32,6 +32,19 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   for _ in $(seq 60); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done
   $SUDO su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'benchctl-test'\""
 fi
+# RabbitMQ for the broker tests (each test makes and deletes a vhost of its own with rabbitmqctl;
+# the TLS test starts a node of its own from the same rabbitmq-server). A server already
+# answering on 5672 is used as it is.
+if ! (echo > /dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+  if ! command -v rabbitmq-server >/dev/null; then
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends rabbitmq-server
+  fi
+  $SUDO rabbitmq-server -detached || true
+  for _ in $(seq 120); do (echo > /dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 0.5; done
+fi
+$SUDO rabbitmqctl await_startup -t 60 >/dev/null
+
 export BENCHCTL_TEST_POSTGRES="${BENCHCTL_TEST_POSTGRES:-postgresql://postgres:benchctl-test@127.0.0.1:5432/postgres}"
 
 # torch first, pinned: a plain requirement would pull a multi-GB CUDA build.

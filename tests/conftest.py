@@ -115,6 +115,143 @@ def redis_server(tmp_path):
     server.stop()
 
 
+RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+RABBITMQ_PORT = int(os.environ.get("BENCHCTL_TEST_RABBITMQ_PORT", "5672"))
+
+
+RABBITMQCTL_CMD = [RABBITMQCTL] if os.getuid() == 0 else ["sudo", "-n", RABBITMQCTL]  # it needs the node's cookie
+
+
+def rabbitmqctl(*args: str) -> subprocess.CompletedProcess:
+    res = subprocess.run([*RABBITMQCTL_CMD, *args], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, f"rabbitmqctl {' '.join(args)}: {res.stdout}{res.stderr}"
+    return res
+
+
+class Deployment:
+    """A broker and a store for one test: Redis alone, or RabbitMQ (a vhost of the machine's
+    server, made and deleted here) carrying the tasks with the records in our own Redis.
+    ``url`` is what ``--broker`` takes; ``client()`` reads the records."""
+
+    def __init__(self, kind: str, redis_server: RedisServer, vhost: str | None = None) -> None:
+        self.kind, self.redis, self.vhost = kind, redis_server, vhost
+        self.url = redis_server.url if kind == "redis" else \
+            f"amqp://guest:guest@127.0.0.1:{RABBITMQ_PORT}/{vhost}"
+        self.store_url = redis_server.url
+
+    def client(self):
+        return self.redis.client()
+
+    def queue_depth(self, queue: str) -> int:
+        if self.kind == "redis":
+            return self.client().llen(queue)
+        out = rabbitmqctl("list_queues", "-p", self.vhost, "name", "messages", "--quiet", "--no-table-headers").stdout
+        return sum(int(n) for name, n in (line.split() for line in out.splitlines() if line.strip()) if name == queue)
+
+    def purge(self, queue: str) -> None:
+        """Lose the queue's messages (as a broker that kept nothing would); records stay."""
+        if self.kind == "redis":
+            self.client().delete(queue)
+        else:
+            rabbitmqctl("purge_queue", "-p", self.vhost, queue)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+class RabbitNode:
+    """A RabbitMQ node of the test's own, on free ports (for TLS, or a test that must stop the
+    broker): its own node name, data and config, started from the machine's rabbitmq-server."""
+
+    def __init__(self, tls: dict | None = None) -> None:
+        import tempfile
+
+        # rabbitmq-server drops to the rabbitmq user: its folder must be that user's.
+        self.dir = Path(tempfile.mkdtemp(prefix="benchctl-rmq-"))
+        self.port, self.dist_port = free_port(), free_port()
+        self.node = f"benchctl{self.port}@localhost"
+        lines = ["loopback_users = none"]
+        if tls:  # copied in: the node cannot read the test's own (private) folders
+            for role, path in tls.items():
+                shutil.copy(path, self.dir / f"tls-{role}.pem")
+            lines += ["listeners.tcp = none", f"listeners.ssl.1 = 127.0.0.1:{self.port}",
+                      f"ssl_options.cacertfile = {self.dir}/tls-ca.pem", f"ssl_options.certfile = {self.dir}/tls-cert.pem",
+                      f"ssl_options.keyfile = {self.dir}/tls-key.pem", "ssl_options.verify = verify_peer",
+                      "ssl_options.fail_if_no_peer_cert = true"]
+        else:
+            lines += [f"listeners.tcp.1 = 127.0.0.1:{self.port}"]
+        (self.dir / "rabbit.conf").write_text("\n".join(lines) + "\n")
+        (self.dir / "plugins").write_text("[].\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RabbitNode:
+        os.chmod(self.dir, 0o755)
+        if os.getuid() == 0:
+            subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.dir)], capture_output=True)
+        env = dict(os.environ, RABBITMQ_NODENAME=self.node, RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+                   RABBITMQ_NODE_PORT=str(self.port), RABBITMQ_DIST_PORT=str(self.dist_port),
+                   RABBITMQ_CONFIG_FILE=str(self.dir / "rabbit.conf"), RABBITMQ_MNESIA_BASE=str(self.dir / "mnesia"),
+                   RABBITMQ_LOG_BASE=str(self.dir / "log"), RABBITMQ_ENABLED_PLUGINS_FILE=str(self.dir / "plugins"),
+                   RABBITMQ_PID_FILE=str(self.dir / "pid"))
+        self.log = open(self.dir / "server.out", "ab")
+        self.proc = subprocess.Popen([shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server"], env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def up():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                return self.proc.poll() is not None  # ended: reported below
+        wait_for(up, 90, f"RabbitMQ node {self.node}")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"RabbitMQ node {self.node} did not start: {(self.dir / 'server.out').read_text()[-2000:]}")
+        return self
+
+    def stop(self) -> None:
+        # The Erlang VM runs in a session of its own (rabbitmq-server switches user): stop it
+        # by the pid it wrote, then the wrapper.
+        try:
+            beam = int((self.dir / "pid").read_text().strip())
+        except (OSError, ValueError):
+            beam = None
+        for pid in filter(None, (beam, self.proc.pid if self.proc else None)):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and _running(pid):
+                time.sleep(0.2)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.proc:
+            self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def deployment(request, tmp_path, monkeypatch):
+    """The distributed and fault tests run on both brokers."""
+    server = RedisServer(tmp_path / "redis").start()
+    vhost = None
+    if request.param == "rabbitmq":
+        vhost = f"benchctl-test-{os.getpid()}-{time.monotonic_ns()}"
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        monkeypatch.setenv("BENCHCTL_STORE_URL", server.url)  # workers and the CLI inherit it
+    yield Deployment(request.param, server, vhost)
+    server.stop()
+    if vhost:
+        subprocess.run([*RABBITMQCTL_CMD, "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("models")

@@ -11,7 +11,9 @@ import subprocess
 import uuid
 
 import pytest
-from conftest import RedisServer, benchctl, load_json, wait_for, worker_env
+from conftest import RedisServer, benchctl, cell_id, load_json, wait_for, worker_env
+
+from bench_protocol import keys
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +41,7 @@ def test_hosts():
         pytest.skip(f"this machine refuses to make network namespaces: {exc.stderr.strip()}")
     hub = names["redis"]
     addrs = {"redis": f"{net}.1"}
+    links = {}  # each host's end of its link to the hub
     try:
         sh("ip", "-n", hub, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", hub, "addr", "add", f"{addrs['redis']}/24", "dev", "br0")
@@ -51,7 +54,8 @@ def test_hosts():
             sh("ip", "-n", hub, "link", "set", b, "master", "br0")
             sh("ip", "-n", hub, "link", "set", b, "up")
             addrs[role] = f"{net}.{i}"
-        yield names, addrs
+            links[role] = a
+        yield names, addrs, links
     finally:
         for ns in made:
             subprocess.run(["ip", "netns", "pids", ns], capture_output=True)
@@ -59,7 +63,7 @@ def test_hosts():
 
 
 def test_cells_cross_a_network_and_the_report_shows_each_host(test_hosts, workers, tiny_model, tmp_path):
-    names, addrs = test_hosts
+    names, addrs, _ = test_hosts
     # A Redis reachable from other hosts runs with a password (protected mode refuses otherwise).
     redis = RedisServer(tmp_path / "redis", bind=addrs["redis"], netns=names["redis"], password="cross-host-pw").start()
     url = redis.url
@@ -89,6 +93,55 @@ def test_cells_cross_a_network_and_the_report_shows_each_host(test_hosts, worker
         md = (tmp_path / "out" / "report.md").read_text()
         assert "### CPU (host-w1)" in md and "### CPU (host-w2)" in md
         assert "pool cpu mixed hardware" in md
+    finally:
+        for w in workers.all:
+            w.stop()
+        redis.stop()
+
+
+def test_a_worker_whose_host_vanishes_has_its_cell_measured_again(test_hosts, workers, tiny_model, tmp_path):
+    """A host that drops off the network mid-cell (its link taken down: no FIN, no RST, as a
+    pulled cable or a reclaimed instance): its claim lapses, the other host's worker queues the
+    cell again and measures it within 30 s plus the cell, with the default visibility timeout."""
+    import json
+    import time
+
+    names, addrs, links = test_hosts
+    redis = RedisServer(tmp_path / "redis", bind=addrs["redis"], netns=names["redis"], password="cross-host-pw").start()
+    url = redis.url
+    ctl = ["ip", "netns", "exec", names["ctl"]]
+
+    def rcli(*args: str) -> str:  # Redis as the controller's host sees it: only over the network
+        out = subprocess.run([*ctl, "redis-cli", "--no-auth-warning", "-a", "cross-host-pw", "-h", addrs["redis"],
+                              "-p", str(redis.port), *args], capture_output=True, text=True, timeout=20)
+        return out.stdout.strip()
+
+    try:
+        for role in ("w1", "w2"):
+            workers(url, device="cpu", queue="cpu", name=f"cpu-{role}@host-{role}",
+                    prefix=["ip", "netns", "exec", names[role]])
+        wait_for(lambda: benchctl("workers", "--broker", url, prefix=ctl).stdout.count("idle") == 2, 90,
+                 "both workers to register over the network")
+        res = benchctl("submit", "--devices", "cpu", "--batch-sizes", "1", "--seq-lens", "16", "--model",
+                       str(tiny_model), "--warmup", "0", "--iterations", "1", "--min-time", "4", "--time-limit", "60",
+                       "--broker", url, prefix=ctl)
+        assert res.returncode == 0, res.stderr
+        run_id = res.stdout.split()[0]
+        cell = cell_id(run_id)
+
+        def holder():
+            return next((role for role in ("w1", "w2") if rcli("GET", keys.worker_current(f"cpu-{role}@host-{role}")) == cell),
+                        None)
+        gone = wait_for(holder, 60, "a worker to start the cell")
+        other = "w2" if gone == "w1" else "w1"
+        sh("ip", "-n", names[gone], "link", "set", links[gone], "down")
+        vanished_at = time.monotonic()
+        wait_for(lambda: rcli("HGET", keys.run_cells(run_id), cell) == "ok", 30 + 4 + 30, "the cell to be measured again")
+        took = time.monotonic() - vanished_at
+        assert took < 30 + 4 + 15, f"recovered after {took:.0f}s"
+        rec = json.loads(rcli("GET", keys.cell(cell)))
+        assert rec["worker"] == f"cpu-{other}@host-{other}" and rec["status"] == "ok"
+        assert rcli("HLEN", keys.run_cells(run_id)) == "1"
     finally:
         for w in workers.all:
             w.stop()

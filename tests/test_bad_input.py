@@ -65,7 +65,15 @@ CASES = [
      "names database 'notadb': a Redis database is a number"),
     ("records with a wrong type", ["report", "{tmp}/bad-types.json", "--out", "{tmp}/o"],
      "cell 1 of records file"),
-    ("not a redis url", ["workers", "--broker", "http://example.invalid"], "is not a redis:// or rediss:// URL"),
+    ("not a broker url", ["workers", "--broker", "http://example.invalid"],
+     "is not a redis:// or rediss:// or amqp:// or amqps:// URL"),
+    ("RabbitMQ without a store", ["workers", "--broker", "amqp://guest:s3cret-pw@127.0.0.1:5672/x"],
+     "benchctl keeps its records in Redis, so name one with --store"),
+    ("store not redis", ["workers", "--broker", "amqp://guest:s3cret-pw@127.0.0.1:1/x", "--store", "amqp://h/x"],
+     "store URL 'amqp://h/x' is not a redis:// or rediss:// URL"),
+    ("unreachable RabbitMQ", ["submit", "--devices", "cpu", "--allow-missing", "--broker",
+                              "amqp://guest:s3cret-pw@127.0.0.1:1/x", "--store", "{url}"],
+     "cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1/x"),
     ("compare bad percent", ["compare", "{tmp}/v99.json", "{tmp}/v99.json"], "schema version 99"),
 ]
 
@@ -144,3 +152,16 @@ def test_a_hung_broker_fails_fast_in_one_line(args, silent_server, tmp_path):
     assert res.returncode == 3 and took < 10, (took, res.stderr)
     assert res.stderr.strip().count("\n") == 0 and "cannot reach Redis at redis://127.0.0.1" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_a_hung_rabbitmq_fails_submit_fast_and_records_nothing(silent_server, redis_server, tmp_path):
+    import time
+
+    port = silent_server.rsplit(":", 1)[1].split("/")[0]
+    t0 = time.monotonic()
+    res = benchctl("submit", "--devices", "cpu", "--allow-missing", "--broker", f"amqp://guest:guest@127.0.0.1:{port}/x",
+                   "--store", redis_server.url, cwd=tmp_path, timeout=60)
+    took = time.monotonic() - t0
+    assert res.returncode == 3 and took < 10, (took, res.stderr)
+    assert res.stderr.strip().count("\n") == 0 and "cannot reach RabbitMQ at amqp://guest:***@127.0.0.1" in res.stderr
+    assert redis_server.client().dbsize() == 0  # no run recorded: nothing half-written

@@ -24,7 +24,18 @@ def test_compose_has_redis_cpu_gpu_and_controller():
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
     for name in ("worker-cpu", "worker-gpu", "controller"):
         env = services[name]["environment"]
-        assert env["BENCHCTL_BROKER_URL"].startswith("redis://") and "@redis:6379" in env["BENCHCTL_BROKER_URL"]
+        assert env["BENCHCTL_BROKER_URL"].startswith("${BENCHCTL_BROKER_URL:-redis://")
+        assert env["BENCHCTL_STORE_URL"].startswith("redis://") and "@redis:6379" in env["BENCHCTL_STORE_URL"]
+
+
+def test_compose_rabbitmq_service_matches_the_documented_url():
+    """The compose file's RabbitMQ user and vhost are those of the URL its header shows."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    rabbit = compose()["services"]["rabbitmq"]
+    env = rabbit["environment"]
+    url = re.search(r'BENCHCTL_BROKER_URL="(amqp://[^"]+)"', text).group(1)
+    assert url.startswith(f"amqp://{env['RABBITMQ_DEFAULT_USER']}:") and url.endswith(f"@rabbitmq:5672/{env['RABBITMQ_DEFAULT_VHOST']}")
+    assert "rabbitmq" in rabbit["profiles"] and "5672" in rabbit["ports"][0]
 
 
 def test_dockerfiles_copy_what_exists_and_run_our_commands():

@@ -18,20 +18,20 @@ def _submit(url, model, *extra, out=None, pools="cpu,cpu-1t", batches="1,4"):
     return benchctl(*args, timeout=240)
 
 
-def test_two_pools_end_to_end(redis_server, workers, tiny_model, tmp_path):
-    r = redis_server.client()
-    workers(redis_server.url, device="cpu", queue="cpu", name="cpu-a@test", client=r)
-    workers(redis_server.url, device="cpu", queue="cpu-1t", name="cpu1t-a@test", extra=["--threads", "1", "--cpus", "0"],
+def test_two_pools_end_to_end(deployment, workers, tiny_model, tmp_path):
+    r = deployment.client()
+    workers(deployment.url, device="cpu", queue="cpu", name="cpu-a@test", client=r)
+    workers(deployment.url, device="cpu", queue="cpu-1t", name="cpu1t-a@test", extra=["--threads", "1", "--cpus", "0"],
             client=r)
 
-    listed = benchctl("workers", "--broker", redis_server.url)
+    listed = benchctl("workers", "--broker", deployment.url)
     assert "cpu-a@test" in listed.stdout and "pool=cpu-1t" in listed.stdout and "idle" in listed.stdout
 
-    res = _submit(redis_server.url, tiny_model, out=tmp_path / "wait")
+    res = _submit(deployment.url, tiny_model, out=tmp_path / "wait")
     assert res.returncode == 0, res.stderr
     run_id = res.stdout.splitlines()[0].strip()
 
-    col = benchctl("collect", run_id, "--broker", redis_server.url, "--out", str(tmp_path / "out"), "--timeout", "60")
+    col = benchctl("collect", run_id, "--broker", deployment.url, "--out", str(tmp_path / "out"), "--timeout", "60")
     assert col.returncode == 0, col.stderr
     doc = load_json(tmp_path / "out" / "results.json")
     assert len(doc["cells"]) == 4
@@ -48,34 +48,34 @@ def test_two_pools_end_to_end(redis_server, workers, tiny_model, tmp_path):
     csv = pd.read_csv(tmp_path / "out" / "results.csv")
     assert len(csv) == 4 and not csv.duplicated(["pool", "batch_size", "seq_len", "dtype"]).any()
 
-    st = benchctl("status", run_id, "--broker", redis_server.url)
+    st = benchctl("status", run_id, "--broker", deployment.url)
     assert st.returncode == 0 and "ok=4" in st.stdout and "4/4" in st.stdout
-    assert run_id in benchctl("runs", "--broker", redis_server.url).stdout
+    assert run_id in benchctl("runs", "--broker", deployment.url).stdout
     # The same, for scripts.
     import json
 
-    st = json.loads(benchctl("status", run_id, "--broker", redis_server.url, "--json").stdout)
+    st = json.loads(benchctl("status", run_id, "--broker", deployment.url, "--json").stdout)
     assert st["done"] == 4 and st["counts"] == {"ok": 4} and set(st["pools"]) == {"cpu", "cpu-1t"}
-    runs = [json.loads(line) for line in benchctl("runs", "--broker", redis_server.url, "--json").stdout.splitlines()]
+    runs = [json.loads(line) for line in benchctl("runs", "--broker", deployment.url, "--json").stdout.splitlines()]
     assert runs[0]["run_id"] == run_id and runs[0]["counts"] == {"ok": 4}
-    live = [json.loads(line) for line in benchctl("workers", "--broker", redis_server.url, "--json").stdout.splitlines()]
+    live = [json.loads(line) for line in benchctl("workers", "--broker", deployment.url, "--json").stdout.splitlines()]
     assert {w["name"] for w in live} == {"cpu-a@test", "cpu1t-a@test"}
     # Cancelling a finished run changes nothing.
-    cancel = benchctl("cancel", run_id, "--broker", redis_server.url)
+    cancel = benchctl("cancel", run_id, "--broker", deployment.url)
     assert cancel.returncode == 0 and "no cell left to cancel" in cancel.stdout
     assert r.hget(keys.run(run_id), "status") != "cancelled"
 
 
-def test_submit_to_a_pool_without_a_live_worker_fails_in_one_line(redis_server, workers, tiny_model):
-    r = redis_server.client()
-    workers(redis_server.url, device="cpu", queue="cpu", client=r)
-    res = _submit(redis_server.url, tiny_model, pools="cpu,cuda")
+def test_submit_to_a_pool_without_a_live_worker_fails_in_one_line(deployment, workers, tiny_model):
+    r = deployment.client()
+    workers(deployment.url, device="cpu", queue="cpu", client=r)
+    res = _submit(deployment.url, tiny_model, pools="cpu,cuda")
     assert res.returncode != 0
     assert res.stderr.strip().splitlines() == [res.stderr.strip()]
     assert "no live worker for pool cuda" in res.stderr
     assert not r.exists(keys.RUNS)  # nothing queued, no run recorded
-    queued = _submit(redis_server.url, tiny_model, "--allow-missing", pools="cpu,cuda")
-    assert queued.returncode == 0 and r.llen("cuda") == 2  # waiting for a GPU worker
+    queued = _submit(deployment.url, tiny_model, "--allow-missing", pools="cpu,cuda")
+    assert queued.returncode == 0 and deployment.queue_depth("cuda") == 2  # waiting for a GPU worker
 
 
 def test_two_runs_at_once_do_not_mix(redis_server, workers, tiny_model, tmp_path):
@@ -105,18 +105,18 @@ def test_two_runs_at_once_do_not_mix(redis_server, workers, tiny_model, tmp_path
     assert len({c["worker"] for cells in both for c in cells}) == 2
 
 
-def test_cancel_leaves_queued_cells_unmeasured(redis_server, workers, tiny_model, tmp_path):
-    r = redis_server.client()
-    res = _submit(redis_server.url, tiny_model, "--allow-missing", pools="cpu")
+def test_cancel_leaves_queued_cells_unmeasured(deployment, workers, tiny_model, tmp_path):
+    r = deployment.client()
+    res = _submit(deployment.url, tiny_model, "--allow-missing", pools="cpu")
     run_id = res.stdout.strip()
-    cancel = benchctl("cancel", run_id, "--broker", redis_server.url)
+    cancel = benchctl("cancel", run_id, "--broker", deployment.url)
     assert cancel.returncode == 0 and "cancelled 2" in cancel.stdout
-    w = workers(redis_server.url, device="cpu", queue="cpu", client=r)
-    wait_for(lambda: r.llen("cpu") == 0, 60, "the queue to drain")
+    w = workers(deployment.url, device="cpu", queue="cpu", client=r)
+    wait_for(lambda: deployment.queue_depth("cpu") == 0, 60, "the queue to drain")
     wait_for(lambda: w.log.read_text().count("succeeded") >= 2, 60, "both deliveries to be handled")
     assert set(r.hvals(keys.run_cells(run_id))) == {"cancelled"}
     assert not r.exists(keys.cell(cell_id(run_id)))
-    col = benchctl("collect", run_id, "--broker", redis_server.url, "--timeout", "5", "--out", str(tmp_path / "c"))
+    col = benchctl("collect", run_id, "--broker", deployment.url, "--timeout", "5", "--out", str(tmp_path / "c"))
     assert col.returncode != 0 and "no cell has finished" in col.stderr
 
 
@@ -163,7 +163,7 @@ def test_a_cuda_1_cell_killed_by_its_hard_limit_is_reported(redis_server, tmp_pa
     assert "hard time limit exceeded" in (tmp_path / "out" / "report.md").read_text()
 
 
-def test_celery_tooling_and_flower_see_the_cells(redis_server, workers, tiny_model, tmp_path):
+def test_celery_tooling_and_flower_see_the_cells(deployment, workers, tiny_model, tmp_path):
     """`celery -A bench_protocol.celery_app inspect` and Flower, configured from the environment."""
     import json
     import subprocess
@@ -172,9 +172,9 @@ def test_celery_tooling_and_flower_see_the_cells(redis_server, workers, tiny_mod
 
     from conftest import BIN, free_port, worker_env
 
-    r = redis_server.client()
-    workers(redis_server.url, device="cpu", queue="cpu", name="cpu-a@test", client=r)
-    env = worker_env(BENCHCTL_BROKER_URL=redis_server.url, FLOWER_UNAUTHENTICATED_API="true")
+    r = deployment.client()
+    workers(deployment.url, device="cpu", queue="cpu", name="cpu-a@test", client=r)
+    env = worker_env(BENCHCTL_BROKER_URL=deployment.url, FLOWER_UNAUTHENTICATED_API="true")
     ping = subprocess.run([str(BIN / "celery"), "-A", "bench_protocol.celery_app", "inspect", "ping", "--timeout", "10"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert ping.returncode == 0 and "cpu-a@test" in ping.stdout and "pong" in ping.stdout, ping.stdout + ping.stderr
@@ -191,7 +191,7 @@ def test_celery_tooling_and_flower_see_the_cells(redis_server, workers, tiny_mod
 
         wait_for(lambda: api("/api/workers") is not None, 60, "Flower to answer")
         time.sleep(2)  # Flower subscribes to the event stream
-        res = _submit(redis_server.url, tiny_model, out=tmp_path / "out", pools="cpu")
+        res = _submit(deployment.url, tiny_model, out=tmp_path / "out", pools="cpu")
         assert res.returncode == 0, res.stderr
         run_id = res.stdout.splitlines()[0].strip()
 

@@ -169,3 +169,35 @@ def test_tls_with_client_certificates(tmp_path, workers, tiny_model):
             w.stop()
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_rabbitmq_over_tls_with_client_certificates(tmp_path, redis_server, workers, tiny_model):
+    """amqps:// with a CA and a client certificate, on a RabbitMQ node of the test's own that
+    accepts TLS only and requires a client certificate; the records in Redis."""
+    from conftest import RabbitNode
+
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    _make_certs(certs)
+    node = RabbitNode(tls={"ca": certs / "ca.crt", "cert": certs / "server.crt", "key": certs / "server.key"}).start()
+    try:
+        url = f"amqps://guest:guest@127.0.0.1:{node.port}/"
+        env = worker_env(BENCHCTL_AMQP_CA=certs / "ca.crt", BENCHCTL_AMQP_CERT=certs / "client.crt",
+                         BENCHCTL_AMQP_KEY=certs / "client.key", BENCHCTL_STORE_URL=redis_server.url)
+        workers(url, env=env, client=redis_server.client())
+        res = benchctl("submit", "--devices", "cpu", "--batch-sizes", "1", "--model", str(tiny_model), *FAST,
+                       "--broker", url, "--wait", "--timeout", "60", "--out", str(tmp_path / "out"), env=env)
+        assert res.returncode == 0, res.stderr
+        assert load_json(tmp_path / "out" / "results.json")["cells"][0]["status"] == "ok"
+        # Without the client certificate the node refuses us, in one line, and no run is recorded.
+        runs_before = redis_server.client().zcard(keys.RUNS)
+        plain = benchctl("submit", "--devices", "cpu", "--broker", url, "--store", redis_server.url,
+                         env=worker_env(BENCHCTL_AMQP_CA=certs / "ca.crt"))
+        assert plain.returncode == 3 and "cannot reach RabbitMQ at amqps://guest:***@127.0.0.1" in plain.stderr
+        assert plain.stderr.strip().count("\n") == 0
+        assert redis_server.client().zcard(keys.RUNS) == runs_before
+    finally:
+        for w in workers.all:
+            w.stop()
+        node.stop()
