@@ -17,7 +17,7 @@ from pathlib import Path
 from bench_protocol.records import dumps
 
 from . import report
-from .document import Image, to_html, to_markdown
+from .document import Heading, Image, to_html, to_markdown
 from .frame import cells_frame
 from .outdir import make_out_dir
 from .tables import combo_key, comparison_tables
@@ -26,28 +26,80 @@ REPORT_SCHEMA = "benchctl.report"
 REPORT_SCHEMA_VERSION = 2  # 2: comparison keys name every combination axis (s128_fp32_eager)
 
 
+def _draw_plots(frame, pools: list[str], baseline: str, stage: Path) -> dict:
+    try:
+        from .plots import make_plots
+
+        return {"plots": make_plots(frame, pools, baseline, stage)}
+    except ImportError as exc:
+        return {"note": f"plots skipped: {exc}"}
+
+
+class _PlotsAside:
+    """The plots drawn by a forked child while this process writes everything else (matplotlib's
+    import and drawing are the larger part of rendering); in this process where fork is missing."""
+
+    def __init__(self, frame, pools: list[str], baseline: str, stage: Path) -> None:
+        self.pid = None
+        if not hasattr(os, "fork"):
+            self.result = _draw_plots(frame, pools, baseline, stage)
+            return
+        self.fd, w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: draw, report, leave without running the parent's cleanup
+            os.close(self.fd)
+            try:
+                result = _draw_plots(frame, pools, baseline, stage)
+            except BaseException as exc:  # noqa: BLE001 (reported to the parent, which raises)
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            os.write(w, json.dumps(result).encode())
+            os._exit(0)
+        os.close(w)
+
+    def wait(self) -> dict:
+        if self.pid is None:
+            return self.result
+        with os.fdopen(self.fd, "rb") as r:
+            data = r.read()
+        os.waitpid(self.pid, 0)
+        self.pid = None
+        result = json.loads(data or b'{"error": "the plotting process ended without a word"}')
+        if "error" in result:
+            raise RuntimeError(f"drawing the plots failed: {result['error']}")
+        return result
+
+    def abandon(self) -> None:
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, 9)
+                os.waitpid(self.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            self.pid = None
+
+
 def render_all(doc: dict, out: str | Path) -> dict[str, Path]:
     out_dir = make_out_dir(out)
     frame = cells_frame(doc)
     pools = report.run_pools(doc)
     baseline = report.run_baseline(doc, pools)
     stage = Path(tempfile.mkdtemp(prefix=".benchctl-", dir=out_dir))
+    aside = None
     try:
-        images: list[Image] = []
-        plot_note = None
-        try:
-            from .plots import make_plots
-
-            for title, name in make_plots(frame, pools, baseline, stage):
-                data = base64.b64encode((stage / name).read_bytes()).decode()
-                images.append(Image(title, name, f"data:image/png;base64,{data}"))
-        except ImportError as exc:
-            plot_note = f"plots skipped: {exc}"
-        tables = comparison_tables(frame, pools, baseline)
-        document = report.build(doc, frame, images, tables)
-        title = document.blocks[0].text
+        aside = _PlotsAside(frame, pools, baseline, stage)
         (stage / "results.json").write_text(dumps(doc), encoding="utf-8")
         frame.to_csv(stage / "results.csv", index=False)
+        tables = comparison_tables(frame, pools, baseline)
+        document = report.build(doc, frame, None, tables)
+        title = document.blocks[0].text
+        drawn = aside.wait()
+        images: list[Image] = []
+        plot_note = drawn.get("note")
+        for title_, name in drawn.get("plots", []):
+            data = base64.b64encode((stage / name).read_bytes()).decode()
+            images.append(Image(title_, name, f"data:image/png;base64,{data}"))
+        if images:  # the report's last section, as report.build places it
+            document.add(Heading(2, "Plots"), *images)
         (stage / "report.md").write_text(to_markdown(document), encoding="utf-8")
         (stage / "report.html").write_text(to_html(document, title), encoding="utf-8")
         report_doc = {
@@ -66,4 +118,6 @@ def render_all(doc: dict, out: str | Path) -> dict[str, Path]:
             written[path.name] = out_dir / path.name
         return written
     finally:
+        if aside is not None:
+            aside.abandon()
         shutil.rmtree(stage, ignore_errors=True)

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from .compare import noise_pct
-from .document import Bullets, Document, Heading, Image, Para, Table
+from .document import MORE_ROWS, Bullets, Document, Heading, HtmlOnly, Image, Para, Table
 from .fastest import WORKLOAD_AXES, candidates, fastest_ways, sentence, winner
 from .labels import column_prefix, display_name, is_gpu_pool, model_display
 from .tables import (
@@ -24,6 +24,12 @@ from .tables import (
     speedup_name,
     varying_axes,
 )
+
+# A sweep above LARGE_SWEEP cells is summarised in report.md: its first MD_COMBOS combinations
+# keep the seed's tables (MD_ROWS rows each), the rest are in report.html and results.csv.
+LARGE_SWEEP = 300
+MD_COMBOS = 4
+MD_ROWS = 40
 
 MIXED_KEYS = ("cpu_model", "logical_cores", "physical_cores", "memory_gb", "torch", "cuda_version", "gpus", "torch_threads", "platform")
 
@@ -293,12 +299,46 @@ def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tab
                    f"Weights: {info.get('weights', 'unknown')} ({info.get('weights_source', 'unknown')})"]))
     budget = run_budget(doc)
     fastest = fastest_ways(frame, budget)
-    _comparison_and_conclusion(d, frame, pools, baseline, budget, fastest,
-                               tables if tables is not None else comparison_tables(frame, pools, baseline))
+    combos = tables if tables is not None else comparison_tables(frame, pools, baseline)
+    if len(frame) > LARGE_SWEEP:
+        _sweep_summary(d, frame, pools, baseline, combos)
+    _comparison_and_conclusion(d, frame, pools, baseline, budget, fastest, combos)
     _beyond_the_seed(d, doc, frame, budget, fastest)
     if images:
         d.add(Heading(2, "Plots"), *images)
     return d
+
+
+def _cell_words(row) -> str:
+    return (f"{row['cell_id'].split(':', 1)[1]}: {row['throughput_mean']:.4g} items/s, "
+            f"{row['latency_ms_mean']:.4g} ms mean latency")
+
+
+def _sweep_summary(d: Document, frame: pd.DataFrame, pools: list[str], baseline: str, combos: dict) -> None:
+    """A large sweep in a few lines: per pool its best and worst cells and its speedup range over
+    the baseline; where every cell is."""
+    ok = frame[(frame["status"] == "ok") & (frame["valid"] != False) & frame["throughput_mean"].notna()]  # noqa: E712
+    index = ["seq_len", "dtype", "variant", "task", "new_tokens", "batch_size"]
+    base = ok[ok["pool"] == baseline].set_index(index)["throughput_mean"]
+    items = []
+    for pool in pools:
+        cells = ok[ok["pool"] == pool]
+        if not len(cells):
+            items.append(f"{display_name(pool)}: no VALID cell")
+            continue
+        sub = [f"best: {_cell_words(cells.loc[cells['throughput_mean'].idxmax()])}",
+               f"worst: {_cell_words(cells.loc[cells['throughput_mean'].idxmin()])}"]
+        if pool != baseline:
+            ratio = (cells.set_index(index)["throughput_mean"] / base).dropna()
+            if len(ratio):
+                sub.append(f"throughput speedup over {display_name(baseline)}: {ratio.min():.2f}x to {ratio.max():.2f}x "
+                           f"(median {ratio.median():.2f}x over {len(ratio)} matched cells)")
+        items.append((f"{display_name(pool)}: {len(cells)} VALID cells", sub))
+    d.add(Heading(2, "Sweep summary"),
+          Para(f"{len(frame)} cells in {len(combos)} combinations of sequence length, dtype and variant. This file "
+               f"keeps the seed's tables for the first {min(MD_COMBOS, len(combos))} combinations, {MD_ROWS} rows each; "
+               f"{MORE_ROWS} (sortable, paged)."),
+          Bullets(items))
 
 
 def _system_section(d: Document, doc: dict, pools: list[str]) -> None:
@@ -328,22 +368,25 @@ def _comparison_and_conclusion(d: Document, frame: pd.DataFrame, pools: list[str
     conclusions = []
     shown = varying_axes(list(combos))
     level = 3 if len(combos) == 1 else 4
-    for combo, table in combos.items():
-        if len(combos) > 1:
-            d.add(Heading(3, combo_title(combo, shown)))
-        d.add(Table(table))
+    for i, (combo, table) in enumerate(combos.items()):
+        blocks = [Heading(3, combo_title(combo, shown))] if len(combos) > 1 else []
+        blocks.append(Table(table, md_rows=MD_ROWS))
         cells = combo_cells(frame, combo)
         phases = phase_tables(cells, pools, baseline)
         for phase, phase_table in phases.items():
-            d.add(Heading(level, PHASE_TITLES[phase]), Table(phase_table))
+            blocks += [Heading(level, PHASE_TITLES[phase]), Table(phase_table, md_rows=MD_ROWS)]
         items, conclusion = _valid_interpretation(cells, pools, baseline, budget, table, phases)
-        d.add(Heading(level, "Interpretation"), Bullets(items, loose=True))
+        blocks += [Heading(level, "Interpretation"), Bullets(items, loose=True)]
         conclusions.append((combo, conclusion))
+        large = len(frame) > LARGE_SWEEP and i >= MD_COMBOS
+        d.add(HtmlOnly(blocks) if large else blocks[0], *([] if large else blocks[1:]))
+    if len(frame) > LARGE_SWEEP and len(combos) > MD_COMBOS:
+        d.add(Para(f"{len(combos) - MD_COMBOS} more combinations: their tables are in report.html; {MORE_ROWS}."))
     d.add(Heading(2, "Conclusion"))
     if len(conclusions) == 1:
         d.add(Para(conclusions[0][1]))
     else:
-        d.add(Bullets([f"{combo_title(c, shown)}: {text}" for c, text in conclusions]))
+        d.add(Bullets([f"{combo_title(c, shown)}: {text}" for c, text in conclusions], md_items=MD_COMBOS * 3))
     if len(candidates(frame)) > len(fastest):  # some pool had a choice to make
         workload = tuple(a for a in WORKLOAD_AXES if fastest[a].nunique() > 1)
         d.add(Para(" ".join(sentence(row, workload) for _, row in fastest.iterrows())))
@@ -355,35 +398,35 @@ def _beyond_the_seed(d: Document, doc: dict, frame: pd.DataFrame, budget: float 
           Para("Per pool: the dtype, variant and batch size of the highest throughput among VALID cells"
                + (f" whose p99 latency fits {budget:g} ms" if budget is not None else "")
                + "; a winner is named only where it beats the runner-up beyond the noise of both."),
-          Table(fastest.rename(columns=AXIS_HEADERS), floatfmt=".4g"))
+          Table(fastest.rename(columns=AXIS_HEADERS), floatfmt=".4g", md_rows=MD_ROWS))
     d.add(Heading(2, "How close to the hardware"),
           Para("FLOPs per forward counted by torch's FlopCounterMode outside the timed window; TFLOP/s = FLOPs / mean "
                "latency; peak_measured = the device's best square-GEMM rate in the cell's dtype, measured by the worker; "
                "peak_spec = the GPU's spec-sheet dense rate where known; GB/s = weight bytes / mean latency against the "
                "measured copy bandwidth; FLOP/byte = FLOPs / weight bytes."),
-          Table(efficiency_table(frame), floatfmt=".4g"))
+          Table(efficiency_table(frame), floatfmt=".4g", md_rows=MD_ROWS))
     d.add(Heading(2, "Details"), Heading(3, "Latency distribution, tokens/s, energy and validity"))
     detail = detail_table(frame)
-    d.add(Table(detail, floatfmt=".4g") if len(detail) else Para("No cell was measured successfully."))
+    d.add(Table(detail, floatfmt=".4g", md_rows=MD_ROWS) if len(detail) else Para("No cell was measured successfully."))
     by_phase = generation_table(frame)
     if by_phase is not None:
-        d.add(Heading(3, "Generation: prefill and decode"), Table(by_phase, floatfmt=".4g"))
+        d.add(Heading(3, "Generation: prefill and decode"), Table(by_phase, floatfmt=".4g", md_rows=MD_ROWS))
     by_dtype = dtype_table(frame)
     if by_dtype is not None:
-        d.add(Heading(3, "Lower precision against fp32"), Table(by_dtype))
+        d.add(Heading(3, "Lower precision against fp32"), Table(by_dtype, md_rows=MD_ROWS))
     invalid = frame[frame["valid"] == False]  # noqa: E712 (pandas column of objects)
     if len(invalid):
-        d.add(Bullets([f"INVALID {r.cell_id}: {r.invalid_reason}" for r in invalid.itertuples()]))
+        d.add(Bullets([f"INVALID {r.cell_id}: {r.invalid_reason}" for r in invalid.itertuples()], md_items=MD_ROWS))
     failed = frame[frame["status"] != "ok"]
     d.add(Heading(3, "Failed cells"))
     if len(failed):
         d.add(Table(failed[[*AXIS_HEADERS, "error_type", "error", "host"]]
-                    .rename(columns={**AXIS_HEADERS, "error_type": "kind"}), floatfmt=".4g"))
+                    .rename(columns={**AXIS_HEADERS, "error_type": "kind"}), floatfmt=".4g", md_rows=MD_ROWS))
     else:
         d.add(Para("None: every cell was measured."))
     missing = doc.get("missing") or []
     if missing:
-        d.add(Heading(3, "Missing cells"), Bullets([f"{m['cell_id']} ({m['state']})" for m in missing]))
+        d.add(Heading(3, "Missing cells"), Bullets([f"{m['cell_id']} ({m['state']})" for m in missing], md_items=MD_ROWS))
     d.add(Heading(3, "Cells by host"))
     hosts = frame.groupby(["pool", "host", "worker"], dropna=False).size().reset_index(name="cells")
     d.add(Table(hosts, floatfmt="g"))

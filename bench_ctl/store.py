@@ -6,12 +6,15 @@ import json
 import time
 
 import redis
+from redis.client import NEVER_DECODE
 
-from bench_protocol import keys
+from bench_protocol import keys, record_codec
 from bench_protocol.broker import BrokerConfig, ping, redact
 from bench_protocol.errors import BrokerError, RunNotFound
 from bench_protocol.records import CellState
 from bench_protocol.spec import check_run_id
+
+READ_BATCH = 1000  # cells per MGET: big enough to amortise a round trip, small enough not to stall Redis
 
 # Cancel a cell only if no worker has started it: compare-and-set in one step.
 _CANCEL_IF_QUEUED = """
@@ -64,15 +67,23 @@ class ControllerStore:
         return self._guard(lambda: self.r.hgetall(keys.run_cells(run_id)))
 
     def records(self, cell_ids: list[str]) -> dict[str, dict]:
+        """The records of these cells that exist, read in pipelined batches (one round trip per
+        READ_BATCH cells) and decoded from their compact form (bench_protocol/record_codec.py)."""
         if not cell_ids:
             return {}
-        raws = self._guard(lambda: self.r.mget([keys.cell(c) for c in cell_ids]))
-        return {c: json.loads(raw) for c, raw in zip(cell_ids, raws) if raw}
+
+        def read():
+            pipe = self.r.pipeline(transaction=False)
+            for i in range(0, len(cell_ids), READ_BATCH):
+                pipe.execute_command("MGET", *[keys.cell(c) for c in cell_ids[i:i + READ_BATCH]], **{NEVER_DECODE: True})
+            return [raw for batch in pipe.execute() for raw in batch]
+        raws = self._guard(read)
+        return {c: record_codec.decode(raw) for c, raw in zip(cell_ids, raws) if raw}
 
     def put_record(self, record: dict) -> None:
         def write():
             pipe = self.r.pipeline()
-            pipe.set(keys.cell(record["cell_id"]), json.dumps(record))
+            pipe.set(keys.cell(record["cell_id"]), record_codec.encode(record))
             pipe.hset(keys.run_cells(record["run_id"]), record["cell_id"], record["status"])
             pipe.execute()
         self._guard(write)

@@ -74,8 +74,28 @@ def _finite(obj):
     return obj
 
 
+def _compact(obj) -> str:
+    """JSON by the C encoder (indentation would force Python's slow one); the walk that turns
+    NaN into null runs only when there is a NaN to turn."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(obj), separators=(",", ":"), allow_nan=False)
+
+
 def dumps(obj) -> str:
-    return json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False)
+    """A results or report document, readable and fast to write at any size: its top-level
+    fields one per line, and each list of records (``cells``) one record per line."""
+    if not isinstance(obj, dict):
+        return _compact(obj) + "\n"
+    lines = []
+    for key, value in obj.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            inner = ",\n    ".join(_compact(v) for v in value)
+            lines.append(f"  {json.dumps(key)}: [\n    {inner}\n  ]")
+        else:
+            lines.append(f"  {json.dumps(key)}: {_compact(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def load_results(path: str | Path) -> dict:

@@ -14,7 +14,7 @@ import time
 
 import redis
 
-from bench_protocol import keys
+from bench_protocol import keys, record_codec
 from bench_protocol.broker import redact
 from bench_protocol.celery_app import CLAIM_REFRESH, CLAIM_TTL, WORKER_HEARTBEAT, WORKER_TTL
 from bench_protocol.records import CellState
@@ -96,8 +96,8 @@ class RecordStore:
         return _retrying("read cell state", lambda: self.r.hget(keys.run_cells(run_id), cell_id))
 
     def finished(self, cell_id: str) -> bool:
-        raw = _retrying("read cell record", lambda: self.r.get(keys.cell(cell_id)))
-        return bool(raw) and json.loads(raw).get("status") in ("ok", "error")
+        """A cell has a record only once it finished (ok or error)."""
+        return bool(_retrying("read cell record", lambda: self.r.exists(keys.cell(cell_id))))
 
     def claim(self, run_id: str, cell_id: str, worker: str) -> tuple[str | None, str | None]:
         """Take the cell for this worker: (our claim value, None), or (None, the holder's name).
@@ -126,7 +126,7 @@ class RecordStore:
         def write():
             return self.r.eval(_SAVE, 5, keys.cell_claim(cell_id), keys.run_cells(run_id), keys.cell(cell_id),
                                keys.worker_current(worker), keys.CLAIMED, claim, cell_id,
-                               json.dumps(record, allow_nan=False), record["status"])
+                               record_codec.encode(record), record["status"])
         return bool(_retrying("save cell record", write))
 
     def release(self, cell_id: str, worker: str, claim: str | None) -> None:

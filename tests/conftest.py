@@ -349,5 +349,15 @@ def benchctl(*args: str, env: dict | None = None, timeout: float = 300, prefix: 
                           env=env or worker_env(), timeout=timeout, **kw)
 
 
+def read_record(client, cell_id: str) -> dict | None:
+    """A cell's record as stored in Redis (compact: bench_protocol/record_codec.py)."""
+    from redis.client import NEVER_DECODE
+
+    from bench_protocol import keys, record_codec
+
+    raw = client.execute_command("GET", keys.cell(cell_id), **{NEVER_DECODE: True})
+    return record_codec.decode(raw) if raw else None
+
+
 def load_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())

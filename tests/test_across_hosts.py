@@ -103,7 +103,6 @@ def test_a_worker_whose_host_vanishes_has_its_cell_measured_again(test_hosts, wo
     """A host that drops off the network mid-cell (its link taken down: no FIN, no RST, as a
     pulled cable or a reclaimed instance): its claim lapses, the other host's worker queues the
     cell again and measures it within 30 s plus the cell, with the default visibility timeout."""
-    import json
     import time
 
     names, addrs, links = test_hosts
@@ -139,9 +138,12 @@ def test_a_worker_whose_host_vanishes_has_its_cell_measured_again(test_hosts, wo
         wait_for(lambda: rcli("HGET", keys.run_cells(run_id), cell) == "ok", 30 + 4 + 30, "the cell to be measured again")
         took = time.monotonic() - vanished_at
         assert took < 30 + 4 + 15, f"recovered after {took:.0f}s"
-        rec = json.loads(rcli("GET", keys.cell(cell)))
-        assert rec["worker"] == f"cpu-{other}@host-{other}" and rec["status"] == "ok"
         assert rcli("HLEN", keys.run_cells(run_id)) == "1"
+        col = benchctl("collect", run_id, "--broker", url, "--timeout", "30", "--out", str(tmp_path / "out"),
+                       "--no-history", prefix=ctl)
+        assert col.returncode == 0, col.stderr
+        (rec,) = load_json(tmp_path / "out" / "results.json")["cells"]
+        assert rec["worker"] == f"cpu-{other}@host-{other}" and rec["status"] == "ok"
     finally:
         for w in workers.all:
             w.stop()

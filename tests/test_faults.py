@@ -12,7 +12,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import BIN, RedisServer, benchctl, load_json, wait_for, worker_env
+from conftest import BIN, RedisServer, benchctl, load_json, read_record, wait_for, worker_env
 from conftest import cell_id as make_cell_id
 
 from bench_protocol import keys
@@ -83,12 +83,12 @@ def test_a_worker_stopped_past_its_claim_cannot_overwrite_the_newer_record(deplo
     try:
         workers(deployment.url, name="cpu-b@test", client=r)
         wait_for(lambda: r.hget(keys.run_cells(run_id), cell_id) == "ok", 30 + 4 + 30, "b to measure the cell again")
-        newer = json.loads(r.get(keys.cell(cell_id)))
+        newer = read_record(r, cell_id)
         assert newer["worker"] == "cpu-b@test"
     finally:
         os.killpg(a.proc.pid, signal.SIGCONT)
     wait_for(lambda: "save refused" in a.log.read_text(), 60, "a's late save to be refused")
-    assert json.loads(r.get(keys.cell(cell_id))) == newer  # one record, the newer one
+    assert read_record(r, cell_id) == newer  # one record, the newer one
     assert r.hget(keys.run_cells(run_id), cell_id) == "ok"
 
 
@@ -112,7 +112,7 @@ def test_a_delivery_of_a_cell_in_measurement_waits_instead_of_measuring(deployme
     app.send_task(keys.TASK_RUN_CELL, args=[cell.to_dict()], task_id=cell_id, queue="cpu", routing_key="cpu")
     wait_for(lambda: "is being measured by cpu-a@test" in b.log.read_text(), 30, "b to see a's claim")
     wait_for(lambda: "already measured" in b.log.read_text(), 60, "b's retry to find the finished record")
-    rec = json.loads(r.get(keys.cell(cell_id)))
+    rec = read_record(r, cell_id)
     assert rec["worker"] == "cpu-a@test" and rec["status"] == "ok"
     assert f"cell {cell_id}: ok" not in b.log.read_text()  # b never measured it
     app.close()
@@ -126,11 +126,11 @@ def test_a_cell_longer_than_any_timeout_is_cut_by_its_limit_and_never_redelivere
     run_id = submit(redis_server.url, tiny_model, "--min-time", "300", "--max-time", "300", batches="1")
     cell_id = make_cell_id(run_id)
     wait_for(lambda: r.hget(keys.run_cells(run_id), cell_id) == "error", 60, "the time limit to end the cell")
-    rec = json.loads(r.get(keys.cell(cell_id)))
+    rec = read_record(r, cell_id)
     assert rec["error"]["type"] == "time_limit"
     time.sleep(VIS + 10)  # past the visibility timeout and a restore sweep
     assert received([a.log, b.log], cell_id) == 1
-    assert json.loads(r.get(keys.cell(cell_id))) == rec
+    assert read_record(r, cell_id) == rec
     res = collect(redis_server.url, run_id, tmp_path / "out", 10)
     assert res.returncode == 0 and "time_limit" in (tmp_path / "out" / "report.md").read_text()
 
@@ -143,7 +143,7 @@ def test_redis_restart_mid_run_loses_nothing(tmp_path, workers, tiny_model):
         workers(server.url, name="cpu-b@test", env=fault_env(), client=r)
         run_id = submit(server.url, tiny_model, "--min-time", "1", "--iterations", "1", batches="1,2,3,4,5,6,7,8")
         wait_for(lambda: list(r.hvals(keys.run_cells(run_id))).count("ok") >= 2, 90, "two finished cells")
-        before = {c: json.loads(r.get(keys.cell(c))) for c, s in r.hgetall(keys.run_cells(run_id)).items() if s == "ok"}
+        before = {c: read_record(r, c) for c, s in r.hgetall(keys.run_cells(run_id)).items() if s == "ok"}
         server.proc.send_signal(signal.SIGKILL)  # a crash, not a clean shutdown
         server.proc.wait(10)
         time.sleep(3)
