@@ -35,13 +35,6 @@ def reconcile_failures(store: ControllerStore, run_id: str, states: dict[str, st
     return made
 
 
-def counts(states: dict[str, str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for s in states.values():
-        out[s] = out.get(s, 0) + 1
-    return out
-
-
 def wait(store: ControllerStore, run_id: str, timeout: float, on_poll=None) -> dict[str, str]:
     """Poll until every cell is finished or cancelled, or the timeout passes."""
     meta = store.run_meta(run_id)

@@ -17,7 +17,7 @@ from bench_protocol.errors import BenchError, SpecError
 from bench_protocol.records import SETTLED, CellState
 from bench_protocol.spec import RunSpec, check_run_id
 
-from .options import Broker, NoHistory, Store, app, spec_options
+from .options import DEFAULT_KEEP_DAYS, Broker, KeepDays, NoHistory, Store, app, spec_options
 
 Timeout = Annotated[float, typer.Option("--timeout", help="seconds to wait at most")]
 Json = Annotated[bool, typer.Option("--json", help="JSON (a line per item) instead of text")]
@@ -33,33 +33,18 @@ def _store(broker: Optional[str], store: Optional[str] = None):
     return ControllerStore(BrokerConfig.resolve(broker, store))
 
 
-def _bar(done: int, total: int, width: int = 30) -> str:
-    filled = int(width * done / total) if total else width
-    return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
-
-
 def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: bool, quiet: bool = False,
-             history: bool = True) -> None:
-    from .collect import counts, gather, wait
+             history: bool = True, keep_days: float = DEFAULT_KEEP_DAYS) -> None:
+    from .collect import gather, wait
     from .outdir import check_out_dir
+    from .progress import CellProgress
     from .render import render_all
 
     store.run_meta(run_id)
     out = out or Path("results") / run_id
     check_out_dir(out)
-    total = {"n": 0}
-
-    def show(states):
-        if quiet:
-            return
-        c = counts(states)
-        done = sum(c.get(s, 0) for s in SETTLED)
-        line = _bar(done, len(states)) + "  " + " ".join(f"{k}={v}" for k, v in sorted(c.items()))
-        if line != total.get("last"):
-            typer.echo(line, err=True)
-            total["last"] = line
-
-    wait(store, run_id, timeout, show)
+    with CellProgress(f"run {run_id}", quiet) as progress:
+        wait(store, run_id, timeout, progress.update)
     doc = gather(store, run_id)
     pending = [m for m in doc["missing"] if m["state"] != CellState.CANCELLED]
     if pending and not partial:
@@ -75,6 +60,8 @@ def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: b
     for m in doc["missing"]:
         typer.echo(f"missing: {m['cell_id']} ({m['state']})", err=True)
     typer.echo(f"report: {written['report.md']}")
+    if keep_days > 0 and not pending:  # a complete run, collected: Redis keeps it keep_days more
+        store.expire_run(run_id, keep_days * 86400)
     from .history import keep_run
 
     kept = keep_run(doc, history)
@@ -93,6 +80,7 @@ def submit(
     timeout: Timeout = 3600.0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="with --wait: output directory")] = None,
     no_history: NoHistory = False,
+    keep_days: KeepDays = DEFAULT_KEEP_DAYS,
     json_: Annotated[bool, typer.Option("--json", help="print the run id and cells as JSON")] = False,
 ):
     """Queue one task per cell on its pool's workers; print the run id."""
@@ -112,7 +100,7 @@ def submit(
     else:
         typer.echo(run_id)
     if wait_:
-        _collect(store, run_id, out, timeout, partial=False, history=not no_history)
+        _collect(store, run_id, out, timeout, partial=False, history=not no_history, keep_days=keep_days)
 
 
 @app.command()
@@ -123,7 +111,7 @@ def status(
     as_json: Json = False,
 ):
     """Cells by state, progress, and which worker holds which cell."""
-    from .collect import counts
+    from .progress import counts, summary
 
     check_run_id(run_id)
     store = _store(broker, store_url)
@@ -141,7 +129,7 @@ def status(
         return
     typer.echo(f"run {run_id}  created {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(meta['created']))}  "
                f"pools {','.join(meta['spec']['pools'])}")
-    typer.echo(_bar(done, len(states)) + "  " + " ".join(f"{k}={v}" for k, v in sorted(c.items())))
+    typer.echo(summary(states))
     for cid, worker in sorted(store.holders(running).items()):
         typer.echo(f"running  {cid}  on {worker}")
 
@@ -153,6 +141,7 @@ def collect(
     timeout: Timeout = 300.0,
     partial: Annotated[bool, typer.Option("--partial", help="report the finished cells even if some are missing")] = False,
     no_history: NoHistory = False,
+    keep_days: KeepDays = DEFAULT_KEEP_DAYS,
     broker: Broker = None,
     store_url: Store = None,
 ):
@@ -160,7 +149,9 @@ def collect(
     check_run_id(run_id)
     if timeout < 0:
         raise SpecError("--timeout must not be negative")
-    _collect(_store(broker, store_url), run_id, out, timeout, partial, history=not no_history)
+    if keep_days < 0:
+        raise SpecError("--keep-days must not be negative (0 keeps the run for ever)")
+    _collect(_store(broker, store_url), run_id, out, timeout, partial, history=not no_history, keep_days=keep_days)
 
 
 @app.command()
@@ -182,14 +173,24 @@ def workers(broker: Broker = None,
 
 @app.command()
 def runs(limit: Annotated[int, typer.Option("--limit", help="how many (positive)")] = 20, broker: Broker = None,
-    store_url: Store = None,
-         as_json: Json = False):
-    """Recent runs, newest first."""
-    from .collect import counts
+         store_url: Store = None, as_json: Json = False,
+         prune: Annotated[bool, typer.Option("--prune", help="delete the runs older than --keep-days, every key of each")] = False,
+         keep_days: KeepDays = DEFAULT_KEEP_DAYS):
+    """Recent runs, newest first; with --prune, delete the old ones from Redis."""
+    from .progress import counts
 
     if limit <= 0:
         raise SpecError(f"--limit must be a positive number of runs, got {limit}")
+    if keep_days < 0:
+        raise SpecError("--keep-days must not be negative")
     store = _store(broker, store_url)
+    if prune:
+        deleted, dropped = store.prune_runs(time.time() - keep_days * 86400)
+        for run_id in deleted:
+            typer.echo(f"deleted: {run_id}")
+        typer.echo(f"pruned {len(deleted)} run(s) older than {keep_days:g} days"
+                   + (f"; {len(dropped)} expired run(s) dropped from the index" if dropped else ""))
+        return
     for run_id, created in store.recent_runs(limit):
         c = counts(store.cell_states(run_id))
         if as_json:

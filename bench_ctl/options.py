@@ -76,6 +76,8 @@ Broker = Annotated[Optional[str], typer.Option("--broker", help="redis://, redis
 Store = Annotated[Optional[str], typer.Option("--store", help="redis:// or rediss:// URL of benchctl's records (default $BENCHCTL_STORE_URL, else the broker when it is Redis)")]
 
 
+DEFAULT_KEEP_DAYS = 28
+KeepDays = Annotated[float, typer.Option("--keep-days", help="days Redis keeps a collected run's keys (0: for ever)")]
 NoHistory = Annotated[bool, typer.Option("--no-history", help="do not add this run to the results history ($BENCHCTL_HISTORY)")]
 
 

@@ -109,7 +109,20 @@ class ControllerStore:
         return {i: json.loads(raw) for i, raw in zip(ids, raws) if raw}
 
     def recent_runs(self, limit: int = 20) -> list[tuple[str, float]]:
-        return self._guard(lambda: self.r.zrevrange(keys.RUNS, 0, limit - 1, withscores=True))
+        """The newest runs whose keys are still there (a run past its retention is skipped)."""
+        def read():
+            out, start = [], 0
+            while len(out) < limit:
+                batch = self.r.zrevrange(keys.RUNS, start, start + limit - 1, withscores=True)
+                if not batch:
+                    break
+                pipe = self.r.pipeline(transaction=False)
+                for run_id, _ in batch:
+                    pipe.exists(keys.run(run_id))
+                out += [item for item, alive in zip(batch, pipe.execute()) if alive]
+                start += limit
+            return out[:limit]
+        return self._guard(read)
 
     def cancel_queued(self, run_id: str, cell_ids: list[str]) -> int:
         return self._guard(lambda: self.r.eval(_CANCEL_IF_QUEUED, 1, keys.run_cells(run_id), *cell_ids))
@@ -122,6 +135,42 @@ class ControllerStore:
             pipe.hset(keys.run_cells(run_id), mapping={c: CellState.QUEUED.value for c in cell_ids})
             pipe.execute()
         self._guard(write)
+
+    def expire_run(self, run_id: str, seconds: float) -> None:
+        """Give every key of a run a TTL (its retention once collected), in pipelined batches."""
+        ttl = max(1, int(seconds))
+
+        def write():
+            cells = sorted(self.r.hkeys(keys.run_cells(run_id)))
+            pipe = self.r.pipeline(transaction=False)
+            pipe.hset(keys.run(run_id), "expires", time.time() + ttl)
+            pipe.expire(keys.run(run_id), ttl)
+            pipe.expire(keys.run_cells(run_id), ttl)
+            for i, cell_id in enumerate(cells, 1):
+                pipe.expire(keys.cell(cell_id), ttl)
+                if i % READ_BATCH == 0:
+                    pipe.execute()
+            pipe.execute()
+        self._guard(write)
+
+    def prune_runs(self, older_than: float) -> tuple[list[str], list[str]]:
+        """Delete the runs created before ``older_than`` (epoch seconds), every key of each, and
+        drop the index entries of runs whose keys already expired: (deleted, dropped)."""
+        def work():
+            deleted, dropped = [], []
+            for run_id, created in self.r.zrange(keys.RUNS, 0, -1, withscores=True):
+                if not self.r.exists(keys.run(run_id)):
+                    self.r.zrem(keys.RUNS, run_id)
+                    dropped.append(run_id)
+                elif created < older_than:
+                    cells = self.r.hkeys(keys.run_cells(run_id))
+                    for i in range(0, len(cells), READ_BATCH):
+                        self.r.delete(*[keys.cell(c) for c in cells[i:i + READ_BATCH]])
+                    self.r.delete(keys.run(run_id), keys.run_cells(run_id))
+                    self.r.zrem(keys.RUNS, run_id)
+                    deleted.append(run_id)
+            return deleted, dropped
+        return self._guard(work)
 
     def requeue_lapsed(self) -> list[str]:
         """Queue again the cells whose worker's claim lapsed (bench_protocol/recovery.py)."""

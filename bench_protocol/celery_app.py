@@ -79,6 +79,8 @@ def make_app(broker: BrokerConfig, results: bool = True):
     from celery import Celery
 
     app = Celery("benchctl", broker=broker.url, backend=broker.store_url if results else None)
+    # A controller sends no task-sent events: one more broker write per cell of a submit, for an
+    # event that Flower does not need (workers report received, started and finished).
     ssl_opts = broker.ssl_options()
     transport = {} if broker.kind == "rabbitmq" else {
         "visibility_timeout": VISIBILITY_TIMEOUT,
@@ -86,8 +88,10 @@ def make_app(broker: BrokerConfig, results: bool = True):
         "unacked_restore_throttle": 1,
         "socket_timeout": 10,
         "socket_connect_timeout": 10,
-        # Reconnect quickly after a Redis restart instead of stalling.
-        "retry_on_timeout": True,
+        # Workers: reconnect quickly after a Redis restart instead of stalling. Not for a
+        # controller: it would stop kombu from pipelining a submit's messages (a retried
+        # pipeline could publish twice); a send is retried by its own retry policy instead.
+        "retry_on_timeout": results,
         "health_check_interval": 10,
     }
     app.conf.update(
@@ -117,7 +121,7 @@ def make_app(broker: BrokerConfig, results: bool = True):
         # Task events on, so Flower and `celery events` see every cell as it is received,
         # started and finished: a few small messages per cell on the broker's event exchange.
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=results,
         task_track_started=True,
         # The cell spec travels in the message, the record goes to benchctl keys.
         task_ignore_result=False,
