@@ -35,16 +35,38 @@ def _store(broker: Optional[str], store: Optional[str] = None):
 
 def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: bool, quiet: bool = False,
              history: bool = True, keep_days: float = DEFAULT_KEEP_DAYS) -> None:
-    from .collect import gather, wait
+    from .collect import wait
     from .outdir import check_out_dir
     from .progress import CellProgress
-    from .render import render_all
+    from .render import PlotProcess, render_all
 
     store.run_meta(run_id)
     out = out or Path("results") / run_id
     check_out_dir(out)
     with CellProgress(f"run {run_id}", quiet) as progress:
         wait(store, run_id, timeout, progress.update)
+    plotter = PlotProcess()  # imports matplotlib while the records are read
+    try:
+        doc = _gathered(store, run_id, timeout, partial)
+        written = render_all(doc, out, plotter)
+    finally:
+        plotter.abandon()
+    for m in doc["missing"]:
+        typer.echo(f"missing: {m['cell_id']} ({m['state']})", err=True)
+    typer.echo(f"report: {written['report.md']}")
+    if keep_days > 0 and not any(m["state"] != CellState.CANCELLED for m in doc["missing"]):
+        store.expire_run(run_id, keep_days * 86400)  # complete and collected: Redis keeps it keep_days more
+    from .history import keep_run
+
+    kept = keep_run(doc, history)
+    if kept:
+        typer.echo(f"history: {kept}")
+
+
+def _gathered(store, run_id: str, timeout: float, partial: bool) -> dict:
+    """The run's results document, or Incomplete when cells are missing (and not --partial)."""
+    from .collect import gather
+
     doc = gather(store, run_id)
     pending = [m for m in doc["missing"] if m["state"] != CellState.CANCELLED]
     if pending and not partial:
@@ -56,17 +78,7 @@ def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: b
     if not doc["cells"]:
         cancelled = len(doc["missing"]) - len(pending)
         raise Incomplete(f"run {run_id}: no cell has finished" + (f" ({cancelled} cancelled)" if cancelled else ""))
-    written = render_all(doc, out)
-    for m in doc["missing"]:
-        typer.echo(f"missing: {m['cell_id']} ({m['state']})", err=True)
-    typer.echo(f"report: {written['report.md']}")
-    if keep_days > 0 and not pending:  # a complete run, collected: Redis keeps it keep_days more
-        store.expire_run(run_id, keep_days * 86400)
-    from .history import keep_run
-
-    kept = keep_run(doc, history)
-    if kept:
-        typer.echo(f"history: {kept}")
+    return doc
 
 
 @app.command()

@@ -54,12 +54,9 @@ def batch_ticks(batches) -> list[float]:
 
 def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Path) -> list[tuple[str, str]]:
     """Write the plots; return (title, filename) for each written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+    plt = _FigureMaker()
     written: list[tuple[str, str]] = []
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     ticks = batch_ticks(frame["batch_size"].dropna().unique())
@@ -84,7 +81,6 @@ def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Pa
         # Fixed margins: tight_layout measures every label (a large share of a plot's time).
         fig.subplots_adjust(left=0.11, right=0.97, bottom=0.13, top=0.91, wspace=0.3)
         fig.savefig(out_dir / name, dpi=110)
-        plt.close(fig)
         written.append((title, name))
 
     def plot_metric(metric: str, ylabel: str, name: str, title: str, log: bool) -> None:
@@ -120,6 +116,31 @@ def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Pa
     speedup(frame, baseline, plt, batch_axis, save)
     roofline(frame, pools, plt, save)
     return written
+
+
+class _FigureMaker:
+    """``subplots`` as pyplot has it, on bare Agg figures: no pyplot (a third of matplotlib's
+    import time), no global figure registry to close."""
+
+    def __init__(self) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self._figure, self._canvas = Figure, FigureCanvasAgg
+
+    def subplots(self, nrows: int = 1, ncols: int = 1, figsize=None, **kw):
+        fig = self._figure(figsize=figsize)
+        self._canvas(fig)
+        return fig, fig.subplots(nrows, ncols, **kw)
+
+    def close(self, fig) -> None:
+        pass
+
+
+def warm() -> None:
+    """Import what drawing needs (a forked plotting process does this while it waits for data)."""
+    _FigureMaker()
+    import matplotlib.ticker  # noqa: F401
 
 
 def speedup(frame: pd.DataFrame, baseline: str, plt, batch_axis, save) -> None:
@@ -182,13 +203,9 @@ def trend_plot(cells: pd.DataFrame, path: Path, title: str) -> None:
     dashed line where the torch or GPU driver version of a fingerprint changed."""
     import datetime as dt
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from bench_protocol.spec import COMBO_AXES
 
+    plt = _FigureMaker()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     cells = cells.sort_values("created")
     when = cells["created"].map(lambda t: dt.datetime.fromtimestamp(t, dt.timezone.utc))
@@ -212,4 +229,3 @@ def trend_plot(cells: pd.DataFrame, path: Path, title: str) -> None:
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 from bench_protocol.records import dumps
 
 from . import report
-from .document import Heading, Image, to_html, to_markdown
+from .document import Document, Heading, Image, to_html, to_markdown
 from .frame import cells_frame
 from .outdir import make_out_dir
 from .tables import combo_key, comparison_tables
@@ -35,72 +36,114 @@ def _draw_plots(frame, pools: list[str], baseline: str, stage: Path) -> dict:
         return {"note": f"plots skipped: {exc}"}
 
 
-class _PlotsAside:
-    """The plots drawn by a forked child while this process writes everything else (matplotlib's
-    import and drawing are the larger part of rendering); in this process where fork is missing."""
+class PlotProcess:
+    """The plots, drawn by a forked process while this one writes everything else (matplotlib's
+    import and drawing are the larger part of rendering). Fork it early — `collect` does so
+    before it reads the records — and it imports matplotlib meanwhile; ``draw`` hands it the
+    frame (through a file in the staging folder: a pipe would block until the child reads).
+    Where fork is missing, ``draw`` draws here."""
 
-    def __init__(self, frame, pools: list[str], baseline: str, stage: Path) -> None:
+    def __init__(self) -> None:
         self.pid = None
         if not hasattr(os, "fork"):
-            self.result = _draw_plots(frame, pools, baseline, stage)
             return
-        self.fd, w = os.pipe()
+        go_r, self._go = os.pipe()
+        self._result, done_w = os.pipe()
         self.pid = os.fork()
-        if self.pid == 0:  # the child: draw, report, leave without running the parent's cleanup
-            os.close(self.fd)
+        if self.pid == 0:  # the child: warm up, wait for the frame, draw, report, leave
+            os.close(self._go)
+            os.close(self._result)
+            result = {}
             try:
-                result = _draw_plots(frame, pools, baseline, stage)
+                try:
+                    from .plots import warm
+
+                    warm()
+                except ImportError:
+                    pass
+                with os.fdopen(go_r, "rb") as r:
+                    task = r.read()
+                if task:
+                    with open(task, "rb") as fh:
+                        frame, pools, baseline, stage = pickle.load(fh)
+                    result = _draw_plots(frame, pools, baseline, Path(stage))
             except BaseException as exc:  # noqa: BLE001 (reported to the parent, which raises)
                 result = {"error": f"{type(exc).__name__}: {exc}"}
-            os.write(w, json.dumps(result).encode())
+            os.write(done_w, json.dumps(result).encode())
             os._exit(0)
-        os.close(w)
+        os.close(go_r)
+        os.close(done_w)
+        self.result = None
+
+    def draw(self, frame, pools: list[str], baseline: str, stage: Path) -> None:
+        if self.pid is None:
+            self.result = _draw_plots(frame, pools, baseline, stage)
+            return
+        task = stage / ".plot-task.pickle"
+        with open(task, "wb") as fh:
+            pickle.dump((frame, pools, baseline, str(stage)), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.write(self._go, str(task).encode())
+        os.close(self._go)
+        self._go = None
 
     def wait(self) -> dict:
-        if self.pid is None:
-            return self.result
-        with os.fdopen(self.fd, "rb") as r:
-            data = r.read()
-        os.waitpid(self.pid, 0)
-        self.pid = None
-        result = json.loads(data or b'{"error": "the plotting process ended without a word"}')
-        if "error" in result:
-            raise RuntimeError(f"drawing the plots failed: {result['error']}")
-        return result
+        if self.pid is not None:
+            with os.fdopen(self._result, "rb") as r:
+                data = r.read()
+            os.waitpid(self.pid, 0)
+            self.pid = None
+            self.result = json.loads(data or b'{"error": "the plotting process ended without a word"}')
+        if "error" in self.result:
+            raise RuntimeError(f"drawing the plots failed: {self.result['error']}")
+        return self.result
 
     def abandon(self) -> None:
-        if self.pid is not None:
-            try:
-                os.kill(self.pid, 9)
-                os.waitpid(self.pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-            self.pid = None
+        """End the child if it is still there (an error or an interrupt on the way)."""
+        if self.pid is None:
+            return
+        for fd in (self._go, self._result):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        try:
+            os.kill(self.pid, 9)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        self.pid = None
 
 
-def render_all(doc: dict, out: str | Path) -> dict[str, Path]:
+def render_all(doc: dict, out: str | Path, plotter: PlotProcess | None = None) -> dict[str, Path]:
+    """Write every file of a report into ``out``; ``plotter``: a PlotProcess forked earlier."""
     out_dir = make_out_dir(out)
-    frame = cells_frame(doc)
-    pools = report.run_pools(doc)
-    baseline = report.run_baseline(doc, pools)
-    stage = Path(tempfile.mkdtemp(prefix=".benchctl-", dir=out_dir))
-    aside = None
+    plotter = plotter or PlotProcess()
+    stage = None
     try:
-        aside = _PlotsAside(frame, pools, baseline, stage)
+        frame = cells_frame(doc)
+        pools = report.run_pools(doc)
+        baseline = report.run_baseline(doc, pools)
+        stage = Path(tempfile.mkdtemp(prefix=".benchctl-", dir=out_dir))
+        plotter.draw(frame, pools, baseline, stage)
         (stage / "results.json").write_text(dumps(doc), encoding="utf-8")
         frame.to_csv(stage / "results.csv", index=False)
         tables = comparison_tables(frame, pools, baseline)
         document = report.build(doc, frame, None, tables)
         title = document.blocks[0].text
-        drawn = aside.wait()
+        markdown = to_markdown(document)  # the plots' section is added after them
+        drawn = plotter.wait()
         images: list[Image] = []
         plot_note = drawn.get("note")
         for title_, name in drawn.get("plots", []):
             data = base64.b64encode((stage / name).read_bytes()).decode()
             images.append(Image(title_, name, f"data:image/png;base64,{data}"))
+        (stage / ".plot-task.pickle").unlink(missing_ok=True)
         if images:  # the report's last section, as report.build places it
-            document.add(Heading(2, "Plots"), *images)
-        (stage / "report.md").write_text(to_markdown(document), encoding="utf-8")
+            plots = Document([Heading(2, "Plots"), *images])
+            document.add(*plots.blocks)
+            markdown = markdown + "\n" + to_markdown(plots)
+        (stage / "report.md").write_text(markdown, encoding="utf-8")
         (stage / "report.html").write_text(to_html(document, title), encoding="utf-8")
         report_doc = {
             "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION,
@@ -118,6 +161,6 @@ def render_all(doc: dict, out: str | Path) -> dict[str, Path]:
             written[path.name] = out_dir / path.name
         return written
     finally:
-        if aside is not None:
-            aside.abandon()
-        shutil.rmtree(stage, ignore_errors=True)
+        plotter.abandon()
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)

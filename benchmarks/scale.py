@@ -116,6 +116,33 @@ def lifecycle_commands(client, url: str, run_id: str, cell_id: str) -> dict:
     return out
 
 
+def worker_costs(client, url: str, tmp: Path, env, cells: int) -> tuple[float, float]:
+    """A real bench-worker on this Redis: its Redis commands per minute while idle (heartbeat,
+    Celery's polling), and the commands a cell costs over its whole life (submit, delivery,
+    claim, refresh, save, task events, result, collect), the idle rate taken out."""
+    worker = subprocess.Popen([str(BIN / "bench-worker"), "--device", "cpu", "--broker", url, "--name", "scale@bench"],
+                              stdout=open(tmp / "worker.log", "wb"), stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while b"ready" not in (tmp / "worker.log").read_bytes():
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise SystemExit(f"bench-worker did not start: {(tmp / 'worker.log').read_text()[-800:]}")
+            time.sleep(0.5)
+        time.sleep(5)
+        n0, t0 = commands(client), time.monotonic()
+        time.sleep(30)
+        idle_per_s = (commands(client) - n0) / (time.monotonic() - t0)
+        n0, t0 = commands(client), time.monotonic()
+        run("submit", "--devices", "cpu", "--batch-sizes", ",".join(map(str, range(1, cells + 1))), "--seq-lens", "8",
+            "--warmup", "0", "--iterations", "1", "--min-time", "0", "--wait", "--timeout", "600", "--no-history",
+            "--out", str(tmp / "worker-run"), env=env)
+        per_cell = (commands(client) - n0 - idle_per_s * (time.monotonic() - t0)) / cells
+        return idle_per_s * 60, per_cell
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
 def redis_ops_per_s(port: int) -> float:
     tool = shutil.which("redis-benchmark")
     if not tool:
@@ -134,6 +161,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1000,10000")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--worker-cells", type=int, default=40, help="cells a real worker measures for the per-cell "
+                   "command count (0: skip; the worker imports torch and measures its ceilings first)")
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -209,6 +238,13 @@ def main() -> None:
         print("worker-side Redis commands: " + ", ".join(f"{k} {v}" for k, v in life.items()))
         ops = redis_ops_per_s(port)
         print(f"this redis-server: {ops:,.0f} GET/SET per second (redis-benchmark, 8 clients, no pipelining)")
+        if args.worker_cells:
+            client.flushall()
+            per_min, per_cell = worker_costs(client, url, tmp, env, args.worker_cells)
+            print(f"a real worker: {per_min:,.0f} Redis commands per minute while idle; a cell's whole life "
+                  f"{per_cell:.0f} commands (over {args.worker_cells} cells of the default model)")
+            print(f"one Redis at half of {ops:,.0f} commands/s carries ~{ops / 2 / per_cell:,.0f} cells/s, or "
+                  f"~{ops / 2 / (per_min / 60):,.0f} idle workers")
     finally:
         server.terminate()
         server.wait(10)
