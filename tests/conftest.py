@@ -212,16 +212,17 @@ class RabbitNode:
             raise AssertionError(f"RabbitMQ node {self.node} did not start: {(self.dir / 'server.out').read_text()[-2000:]}")
         return self
 
-    def stop(self) -> None:
-        # The Erlang VM runs in a session of its own (rabbitmq-server switches user): stop it
-        # by the pid it wrote, then the wrapper.
+    def stop(self, keep_data: bool = False, sig: int = signal.SIGTERM) -> None:
+        """Stop the node (``keep_data`` to start it again, as a restart: SIGKILL is a crash).
+        The Erlang VM runs in a session of its own (rabbitmq-server switches user): it is
+        stopped by the pid it wrote, then the wrapper."""
         try:
             beam = int((self.dir / "pid").read_text().strip())
         except (OSError, ValueError):
             beam = None
         for pid in filter(None, (beam, self.proc.pid if self.proc else None)):
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, sig)
             except ProcessLookupError:
                 continue
             deadline = time.monotonic() + 20
@@ -233,7 +234,8 @@ class RabbitNode:
                 pass
         if self.proc:
             self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not keep_data:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])

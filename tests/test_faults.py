@@ -163,6 +163,39 @@ def test_redis_restart_mid_run_loses_nothing(tmp_path, workers, tiny_model):
         server.stop()
 
 
+def test_a_rabbitmq_crash_mid_run_loses_nothing(tmp_path, redis_server, workers, tiny_model):
+    """RabbitMQ as the broker, a node of the test's own SIGKILLed mid-run and started again: its
+    durable queue keeps the persistent messages, workers reconnect, the run completes, no
+    finished record is lost or measured again."""
+    from conftest import RabbitNode
+
+    node = RabbitNode().start()
+    try:
+        url = f"amqp://guest:guest@127.0.0.1:{node.port}/"
+        env = worker_env(BENCHCTL_VISIBILITY_TIMEOUT=VIS, BENCHCTL_STORE_URL=redis_server.url)
+        r = redis_server.client()
+        workers(url, name="cpu-a@test", env=env, client=r)
+        workers(url, name="cpu-b@test", env=env, client=r)
+        run_id = submit(url, tiny_model, "--min-time", "1", "--iterations", "1", batches="1,2,3,4,5,6,7,8", env=env)
+        wait_for(lambda: list(r.hvals(keys.run_cells(run_id))).count("ok") >= 2, 90, "two finished cells")
+        before = {c: read_record(r, c) for c, s in r.hgetall(keys.run_cells(run_id)).items() if s == "ok"}
+        node.stop(keep_data=True, sig=signal.SIGKILL)  # a crash, not a clean shutdown
+        time.sleep(3)
+        node.start()
+        res = benchctl("collect", run_id, "--broker", url, "--out", str(tmp_path / "out"), "--timeout", "180", env=env,
+                       timeout=240)
+        assert res.returncode == 0, res.stderr
+        doc = load_json(tmp_path / "out" / "results.json")
+        assert len(doc["cells"]) == 8 and all(c["status"] == "ok" for c in doc["cells"])
+        after = {c["cell_id"]: c for c in doc["cells"]}
+        for cid, rec in before.items():
+            assert after[cid]["finished_at"] == rec["finished_at"]
+    finally:
+        for w in workers.all:
+            w.stop()
+        node.stop()
+
+
 def test_failing_cells_become_error_records_and_the_report_shows_them(redis_server, workers, tiny_model, tmp_path):
     r = redis_server.client()
     workers(redis_server.url, env=fault_env(), client=r)
