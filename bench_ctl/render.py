@@ -79,6 +79,8 @@ class PlotProcess:
         if self.pid is None:
             self.result = _draw_plots(frame, pools, baseline, stage)
             return
+        # A pickle between this process and its own fork, in a staging folder mkdtemp made private
+        # (0700): nothing from the broker or another user is ever unpickled.
         task = stage / ".plot-task.pickle"
         with open(task, "wb") as fh:
             pickle.dump((frame, pools, baseline, str(stage)), fh, protocol=pickle.HIGHEST_PROTOCOL)
