@@ -122,34 +122,27 @@ class BrokerConfig:
         parts = urlsplit(self.store_url)
         return urlunsplit((parts.scheme, f"{parts.hostname}:{parts.port or 6379}", parts.path, "", ""))
 
-    def _redis_ssl(self) -> dict:
-        opts = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
-        if self.ca_certs:
-            opts["ssl_ca_certs"] = self.ca_certs
-        if self.certfile:
-            opts["ssl_certfile"] = self.certfile
-        if self.keyfile:
-            opts["ssl_keyfile"] = self.keyfile
+    @staticmethod
+    def _tls(prefix: str, ca: str | None, cert: str | None, key: str | None) -> dict:
+        """Verified TLS with optional CA and client certificate, in a library's key names:
+        redis-py's ``ssl_``-prefixed ones, py-amqp's bare ones."""
+        opts = {f"{prefix}cert_reqs": ssl.CERT_REQUIRED}
+        for name, path in (("ca_certs", ca), ("certfile", cert), ("keyfile", key)):
+            if path:
+                opts[prefix + name] = path
         return opts
 
     def ssl_options(self) -> dict | None:
         """TLS settings for redis-py and Celery's result backend (both talk to the store)."""
-        return self._redis_ssl() if self.tls else None
+        return self._tls("ssl_", self.ca_certs, self.certfile, self.keyfile) if self.tls else None
 
     def broker_ssl_options(self) -> dict | None:
         """TLS settings for Celery's broker connection: kombu's Redis or py-amqp's form."""
         scheme = urlsplit(self.url).scheme
         if scheme == "rediss":
-            return self._redis_ssl()
+            return self._tls("ssl_", self.ca_certs, self.certfile, self.keyfile)
         if scheme == "amqps":
-            opts = {"cert_reqs": ssl.CERT_REQUIRED}
-            if self.amqp_ca:
-                opts["ca_certs"] = self.amqp_ca
-            if self.amqp_cert:
-                opts["certfile"] = self.amqp_cert
-            if self.amqp_key:
-                opts["keyfile"] = self.amqp_key
-            return opts
+            return self._tls("", self.amqp_ca, self.amqp_cert, self.amqp_key)
         return None
 
     def redis(self, timeout: float = 5.0, retries: int = 3):

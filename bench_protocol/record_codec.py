@@ -37,15 +37,24 @@ def _zdict() -> bytes:
     return (Path(__file__).parent / "record_dictionary.json").read_bytes()
 
 
-def _series(record: dict):
-    """(container, key) of every raw series in ``record``, in a fixed order."""
-    if isinstance(record.get("latencies_ms"), list):
+def _slots(record: dict, is_slot):
+    """(container, key) of every raw-series slot in ``record`` whose value ``is_slot`` accepts,
+    in a fixed order: ``latencies_ms``, then each of ``phase_latencies_ms``."""
+    if is_slot(record.get("latencies_ms")):
         yield record, "latencies_ms"
     phases = record.get("phase_latencies_ms")
     if isinstance(phases, dict):
-        for key, values in phases.items():
-            if isinstance(values, list):
+        for key, value in phases.items():
+            if is_slot(value):
                 yield phases, key
+
+
+def _is_series(value) -> bool:
+    return isinstance(value, list)
+
+
+def _is_placeholder(value) -> bool:
+    return isinstance(value, dict) and PLACEHOLDER in value
 
 
 def encode(record: dict) -> bytes:
@@ -55,7 +64,7 @@ def encode(record: dict) -> bytes:
     if isinstance(rec.get("phase_latencies_ms"), dict):
         rec["phase_latencies_ms"] = dict(rec["phase_latencies_ms"])
     arrays = []
-    for holder, key in list(_series(rec)):
+    for holder, key in list(_slots(rec, _is_series)):
         arr = np.asarray(holder[key], dtype="<f4")
         arrays.append(arr)
         holder[key] = {PLACEHOLDER: int(arr.size)}
@@ -104,19 +113,8 @@ def decode(value) -> dict:
     shuffled = np.frombuffer(lzma.decompress(tail, **_LZMA) if tail else b"", dtype=np.uint8)
     values = shuffled.reshape(4, -1).T.copy().view("<f4").ravel() if shuffled.size else np.empty(0, dtype="<f4")
     at = 0
-    for holder, key in list(_placeholders(rec)):
+    for holder, key in list(_slots(rec, _is_placeholder)):
         n = holder[key][PLACEHOLDER]
         holder[key] = shortest_floats(values[at:at + n])
         at += n
     return rec
-
-
-def _placeholders(rec: dict):
-    for holder, key in ((rec, "latencies_ms"),):
-        if isinstance(holder.get(key), dict) and PLACEHOLDER in holder[key]:
-            yield holder, key
-    phases = rec.get("phase_latencies_ms")
-    if isinstance(phases, dict):
-        for key, value in phases.items():
-            if isinstance(value, dict) and PLACEHOLDER in value:
-                yield phases, key
