@@ -33,8 +33,12 @@ def check_supported(torch, device, name: str) -> None:
     if name == "fp32":
         return
     if device.type == "cuda":
-        if name == "bf16" and not torch.cuda.is_bf16_supported():
-            raise UnsupportedDtype(f"bf16 is not supported by {torch.cuda.get_device_name(device)}")
+        from .cuda_device import bf16_native
+
+        # Asked of the cell's device (not the current one), and native only: an emulated bf16
+        # (before compute 8.0) would time a conversion path.
+        if name == "bf16" and not bf16_native(torch, device):
+            raise UnsupportedDtype(f"bf16 is not native on {torch.cuda.get_device_name(device)} (compute capability below 8.0)")
         return
     if device.type == "cpu" and name == "fp16":
         flags = cpu_flags()

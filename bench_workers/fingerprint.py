@@ -1,5 +1,9 @@
-"""What a worker's host is, with a stable hash id. GPU facts come through NVML, which never
-creates a CUDA context, so a parent process that will fork stays CUDA-free."""
+"""What a worker's host is, with a stable hash id.
+
+GPU facts come through NVML, matched to torch's devices by UUID. NVML's state does not survive
+a fork, so a worker's parent (which forks the measuring child) never initialises NVML or CUDA:
+it takes a GPU host's fingerprint in a subprocess (:func:`fingerprint_in_subprocess`), which
+sees the same CUDA_VISIBLE_DEVICES as the measuring child and exits before any fork."""
 
 from __future__ import annotations
 
@@ -29,47 +33,94 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
-def _visible_gpu_indices(pynvml, device: str) -> list[int]:
-    """NVML indices of the GPUs this worker may use (CUDA_VISIBLE_DEVICES, then cuda:N)."""
-    count = pynvml.nvmlDeviceGetCount()
+def _cpu_governor() -> str | None:
+    """The CPU frequency governor: 'powersave' clocks a CPU down between bursts of work."""
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor", encoding="ascii") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _visible_nvml_handles(pynvml) -> list[tuple[str, object]]:
+    """(how this process names the GPU, NVML handle) for each GPU this process may use, in
+    CUDA's order. Where torch sees CUDA, its devices are matched to NVML by UUID (what
+    CUDA_VISIBLE_DEVICES lists, integers or UUIDs, is then torch's business); otherwise the
+    variable is read as CUDA reads it: integers under CUDA_DEVICE_ORDER, or UUID prefixes."""
+    from . import cuda_device
+
+    try:
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        torch, count = None, 0
+    if count:
+        found = []
+        for i in range(count):
+            uuid = cuda_device.torch_uuid(torch, torch.device("cuda", i))
+            handle, reason = cuda_device.nvml_handle_by_uuid(pynvml, uuid)
+            if handle is None:
+                raise LookupError(f"cuda:{i}: {reason}")
+            found.append((f"cuda:{i}", handle))
+        return found
+    total = pynvml.nvmlDeviceGetCount()
+    all_handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(total)]
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    indices = list(range(count))
-    if visible is not None:
-        indices = [int(v) for v in visible.split(",") if v.strip().isdigit() and int(v) < count]
-    return indices
+    if visible is None:
+        return [(f"cuda:{i}", h) for i, h in enumerate(all_handles)]
+    found = []
+    for entry in (e.strip() for e in visible.split(",")):
+        if entry.isdigit() and int(entry) < total:
+            match = all_handles[int(entry)]
+        else:
+            match = next((h for h in all_handles if entry and _text(pynvml.nvmlDeviceGetUUID(h)).startswith(entry)), None)
+        if match is None:
+            break  # CUDA stops at the first entry it cannot resolve
+        found.append((f"cuda:{len(found)}", match))
+    return found
+
+
+def _gpu_fact(pynvml, name_in_process: str, h) -> dict:
+    major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
+    try:
+        limit_w = pynvml.nvmlDeviceGetPowerManagementLimit(h) / 1000.0
+    except Exception:
+        limit_w = None
+    return {
+        "device": name_in_process,
+        "index": pynvml.nvmlDeviceGetIndex(h) if hasattr(pynvml, "nvmlDeviceGetIndex") else None,  # NVML's
+        "uuid": _text(pynvml.nvmlDeviceGetUUID(h)),
+        "name": _text(pynvml.nvmlDeviceGetName(h)),
+        "memory_gb": round(pynvml.nvmlDeviceGetMemoryInfo(h).total / 1024**3, 2),
+        "compute_capability": f"{major}.{minor}",
+        "power_limit_w": limit_w,
+    }
 
 
 def _gpu_facts(device: str) -> dict:
+    """The GPUs this process sees, named by their UUID; ``gpu`` is the one ``device`` measures.
+    Call it in the process that measures, or in a subprocess (never in a worker's parent)."""
     if not device.startswith("cuda"):
         return {"gpu": None, "gpu_reason": f"device {device} is not a GPU"}
     pynvml, reason = nvml()
     if pynvml is None:
         return {"gpu": None, "gpu_reason": reason}
     try:
-        indices = _visible_gpu_indices(pynvml, device)
-        gpus = []
-        for i in indices:
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(h)
-            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
-            try:
-                limit_w = pynvml.nvmlDeviceGetPowerManagementLimit(h) / 1000.0
-            except Exception:
-                limit_w = None
-            gpus.append({
-                "index": i,
-                "name": name.decode() if isinstance(name, bytes) else name,
-                "memory_gb": round(pynvml.nvmlDeviceGetMemoryInfo(h).total / 1024**3, 2),
-                "compute_capability": f"{major}.{minor}",
-                "power_limit_w": limit_w,
-            })
+        gpus = [_gpu_fact(pynvml, name, h) for name, h in _visible_nvml_handles(pynvml)]
+        index = int(device.split(":")[1]) if ":" in device else 0
         driver = pynvml.nvmlSystemGetDriverVersion()
         cuda_drv = pynvml.nvmlSystemGetCudaDriverVersion()
         return {
-            "gpu": gpus[0] if gpus else None,
+            "gpu": gpus[index] if index < len(gpus) else None,
+            **({} if index < len(gpus) else {"gpu_reason": f"{device} is not among the {len(gpus)} GPU(s) this process sees"}),
             "gpus": gpus,
             "gpu_count": len(gpus),
-            "gpu_driver": driver.decode() if isinstance(driver, bytes) else driver,
+            "gpu_driver": _text(driver),
             "cuda_driver_version": f"{cuda_drv // 1000}.{(cuda_drv % 1000) // 10}",
         }
     except Exception as exc:
@@ -94,7 +145,10 @@ def _torch_facts(threads: int | None) -> dict:
     }
 
 
-def host_fingerprint(device: str, threads: int | None = None, cpus: list[int] | None = None) -> dict:
+def host_fingerprint(device: str, threads: int | None = None, cpus: list[int] | None = None,
+                     torch_device: str | None = None) -> dict:
+    """``device`` as the host names it (cuda:1), ``torch_device`` as this process sees it after
+    pinning (cuda:0; default: ``device``)."""
     ps = psutil()
     flags = cpu_flags()
     fp = {
@@ -106,6 +160,7 @@ def host_fingerprint(device: str, threads: int | None = None, cpus: list[int] | 
         "logical_cores": os.cpu_count(),
         "physical_cores": ps.cpu_count(logical=False) if ps else None,
         "cpu_affinity": cpus,
+        "cpu_governor": _cpu_governor(),
         "memory_gb": round(ps.virtual_memory().total / 1024**3, 2) if ps else None,
         "memory_available_gb": round(ps.virtual_memory().available / 1024**3, 2) if ps else None,
         "python": platform.python_version(),
@@ -113,12 +168,52 @@ def host_fingerprint(device: str, threads: int | None = None, cpus: list[int] | 
         "device": device,
     }
     fp.update(_torch_facts(threads))
-    fp.update(_gpu_facts(device))
-    stable = {k: v for k, v in fp.items() if k not in VOLATILE}
+    fp.update(_gpu_facts(torch_device or device))
+    return _identified(fp)
+
+
+def _identified(fp: dict) -> dict:
+    stable = {k: v for k, v in fp.items() if k not in VOLATILE and k != "fingerprint_id"}
     fp["fingerprint_id"] = hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return fp
 
 
-if __name__ == "__main__":  # python -m bench_workers.fingerprint [device]
-    json.dump(host_fingerprint(sys.argv[1] if len(sys.argv) > 1 else "cpu"), sys.stdout, indent=2)
+SUBPROCESS_TIMEOUT_S = 120  # importing torch and initialising CUDA on a busy host
+
+
+def fingerprint_in_subprocess(device: str, torch_device: str, threads: int | None, cpus: list[int] | None) -> dict:
+    """``host_fingerprint`` taken by a child process, so this process never touches NVML or CUDA.
+    A child that fails leaves a fingerprint without GPU facts, with the reason."""
+    import subprocess
+
+    args = [sys.executable, "-m", "bench_workers.fingerprint", device, "--torch-device", torch_device]
+    if threads:
+        args += ["--threads", str(threads)]
+    if cpus:
+        args += ["--cpus", ",".join(map(str, cpus))]
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S, check=True).stdout
+        return json.loads(out)
+    except (subprocess.SubprocessError, OSError, ValueError) as exc:
+        detail = getattr(exc, "stderr", None) or str(exc)
+        fp = host_fingerprint("cpu", threads, cpus)
+        fp.update({"device": device, "gpu": None, "gpu_reason": f"fingerprint subprocess failed: {detail.strip()[-300:]}"})
+        return _identified(fp)
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m bench_workers.fingerprint", description="This host's fingerprint as JSON.")
+    p.add_argument("device", nargs="?", default="cpu")
+    p.add_argument("--torch-device")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--cpus")
+    a = p.parse_args(argv)
+    cpus = [int(c) for c in a.cpus.split(",")] if a.cpus else None
+    json.dump(host_fingerprint(a.device, a.threads, cpus, a.torch_device), sys.stdout, indent=2, default=str)
     print()
+
+
+if __name__ == "__main__":  # python -m bench_workers.fingerprint [device] [--torch-device cuda:0]
+    main()

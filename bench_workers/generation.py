@@ -27,7 +27,7 @@ class StepMarks:
     def _mark(self):
         if self._cuda:
             ev = self._torch.cuda.Event(enable_timing=True)
-            ev.record()
+            ev.record(self._torch.cuda.current_stream(self._device))  # the cell's device, not device 0
             return ev
         return time.perf_counter_ns()
 

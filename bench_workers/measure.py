@@ -16,27 +16,29 @@ from bench_protocol.errors import SpecError
 from bench_protocol.records import SCHEMA_VERSION, error_record
 from bench_protocol.spec import CellSpec
 
-from . import dtypes, generation, inputs, variants
+from . import attention, cuda_device, dtypes, generation, inputs, variants
 from .flops import count_flops, weight_bytes
 from .memory_limit import address_space_cap
 from .models import ModelNotFound, WeightsUnavailable, load_model
-from .optional import nvml
 from .peaks import PEAKS
 from .roofline import efficiency_metrics
 from .spec_sheet import spec_peak
 from .stop_rule import StopRule
 from .timers import sync_for, timer_for
-from .trackers.gpu_memory import CudaMemoryTracker
+from .trackers.gpu_clocks import GpuClockTracker
+from .trackers.gpu_memory import CudaMemoryTracker, start_cell
 from .trackers.gpu_power import NvmlPowerTracker
 from .trackers.latency import LatencyTracker
 from .trackers.rapl import RaplTracker
 from .trackers.rss import PeakRssTracker
+from .transfers import transfer_metrics
 
 log = logging.getLogger("benchctl.measure")
 
 
 # What a tracker says about itself (kept under "trackers"); the rest of its result are metrics.
-TRACKER_STATUS_KEYS = ("available", "reason", "method", "energy_method")
+TRACKER_STATUS_KEYS = ("available", "reason", "method", "energy_method", "power_method", "approximate",
+                       "throttle_reasons", "throttled", "power_capped")
 
 
 class CellTimeout(Exception):
@@ -76,11 +78,24 @@ class ModelCache:
             pass
 
 
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    text = str(exc).lower()
-    return "out of memory" in text or "can't allocate memory" in text or "cannot allocate memory" in text
+OOM_TYPES = ("OutOfMemoryError", "MemoryError")  # torch.OutOfMemoryError (torch.cuda's too), Python's
+OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory",
+            "cublas_status_alloc_failed", "cudnn_status_alloc_failed")
+
+
+def _is_oom(exc: BaseException | None) -> bool:
+    """By type first; by message for allocation failures that come as RuntimeError (cuBLAS,
+    cuDNN, oneDNN); and through the chain, since an allocation that fails during CUDA-graph
+    capture surfaces as the capture's own error with the out-of-memory as its context."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if any(t.__name__ in OOM_TYPES for t in type(exc).__mro__):
+            return True
+        text = str(exc).lower()
+        if any(t in text for t in OOM_TEXT):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def classify(exc: BaseException) -> str:
@@ -115,25 +130,13 @@ def _device(torch, name: str):
     return device
 
 
-def _nvml_handle(torch, device):
-    """The NVML handle of a torch CUDA device, matched by UUID (NVML ignores CUDA_VISIBLE_DEVICES)."""
-    pynvml, reason = nvml()
-    if pynvml is None:
-        return None, None, reason
-    try:
-        uuid = str(torch.cuda.get_device_properties(device).uuid)
-        handle = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
-    except Exception:
-        handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
-    return pynvml, handle, None
-
-
-def _trackers(torch, device, latency: LatencyTracker) -> list:
+def _trackers(torch, device, latency: LatencyTracker, sync, gpu_baseline_mb) -> list:
     trackers = [latency, PeakRssTracker(), RaplTracker()]
     if device.type == "cuda":
-        pynvml, handle, reason = _nvml_handle(torch, device)
-        trackers.append(CudaMemoryTracker(torch, device, handle, pynvml))
-        trackers.append(NvmlPowerTracker(pynvml, handle, reason))
+        pynvml, handle, reason = cuda_device.nvml_handle(torch, device)
+        trackers.append(CudaMemoryTracker(torch, device, handle, pynvml, baseline_mb=gpu_baseline_mb))
+        trackers.append(GpuClockTracker(pynvml, handle, reason))
+        trackers.append(NvmlPowerTracker(pynvml, handle, reason, sync=sync))
     return trackers
 
 
@@ -146,22 +149,42 @@ def measure_cell(cell: CellSpec, device_name: str, *, cache: ModelCache | None =
     started = time.time()
     extra = {"device": device_name, "input": cell.model.input, "rules": _rules_dict(cell), "started_at": started,
              **(context or {})}
+    failure = None
     try:
         record = _measure(cell, device_name, cache, allowed_dirs, started)
     except Exception as exc:  # the cell fails, the worker and the run go on
-        kind = classify(exc)
-        if kind == "error" and cell.rules.memory_limit_mb and "could not create a primitive" in str(exc):
-            kind = "out_of_memory"  # oneDNN's word for an allocation refused under the memory cap
+        failure = _failure(cell, exc)
+    # Outside the except block: its traceback no longer holds the cell's model, inputs and
+    # activations, so freeing them now returns the memory before the next cell.
+    if failure is not None:
+        kind, message = failure
         if kind == "out_of_memory":
             cache.clear()
-        message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        if kind == "time_limit" and not str(exc):
-            message = f"time limit of {cell.rules.time_limit:g}s exceeded"
+        _free_device_cache()
         log.warning("cell %s failed (%s): %s", cell.cell_id, kind, message)
         return error_record(base, kind, message, **extra, finished_at=time.time())
     record.update(extra)
     record["finished_at"] = time.time()
     return record
+
+
+def _failure(cell: CellSpec, exc: BaseException) -> tuple[str, str]:
+    """(error kind, one-line message) of a failed cell."""
+    kind = classify(exc)
+    if kind == "error" and cell.rules.memory_limit_mb and "could not create a primitive" in str(exc):
+        kind = "out_of_memory"  # oneDNN's word for an allocation refused under the memory cap
+    message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    if kind == "time_limit" and not str(exc):
+        message = f"time limit of {cell.rules.time_limit:g}s exceeded"
+    return kind, message
+
+
+def _free_device_cache() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")  # only if this process imported it: a failure before never did
+    if torch is not None:
+        cuda_device.free_cached(torch)
 
 
 def _rules_dict(cell: CellSpec) -> dict:
@@ -173,8 +196,14 @@ def _rules_dict(cell: CellSpec) -> dict:
 def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, started: float) -> dict:
     import torch
 
-    deadline = started + cell.rules.time_limit
     device = _device(torch, device_name)
+    # Everything of the cell on its own device: events, capture, streams, bf16 support, peaks.
+    with cuda_device.scope(torch, device):
+        return _measure_on(torch, cell, device, cache, allowed_dirs, started)
+
+
+def _measure_on(torch, cell: CellSpec, device, cache: ModelCache, allowed_dirs, started: float) -> dict:
+    deadline = started + cell.rules.time_limit
     dtypes.check_supported(torch, device, cell.dtype)
     variants.check_supported(cell.variant, device, cell.task)
     dtype = dtypes.torch_dtype(torch, cell.dtype)
@@ -182,13 +211,15 @@ def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, 
     peaks = PEAKS.get(torch, device, cell.dtype)
     spec = spec_peak(torch.cuda.get_device_name(device) if device.type == "cuda" else None, cell.dtype)
     cap = cell.rules.memory_limit_mb if device.type == "cpu" else None
+    gpu_baseline_mb = start_cell(torch, device) if device.type == "cuda" else None
 
     loaded, cached, info = _load(cell, device, dtype, cache, allowed_dirs)
     model = loaded.model
     sync = sync_for(torch, device)
+    sdpa = attention.choose(torch, device, dtype)
 
     # The memory cap covers what the cell itself allocates (inputs, activations), not loading.
-    with address_space_cap(cap), torch.inference_mode():
+    with address_space_cap(cap), torch.inference_mode(), attention.pinned(torch, sdpa):
         tokenize_ms = None
         if cell.model.input == "text":
             feeds, tokenize_ms = inputs.from_text(torch, loaded.tokenizer_source, cell.batch_size, cell.seq_len, device,
@@ -223,10 +254,12 @@ def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, 
         # tokens per item: processed by a forward pass, generated by a generate call.
         tokens = cell.new_tokens if cell.task == "generate" else cell.seq_len
         latency = LatencyTracker(timer_for(torch, device), sync, cell.batch_size, tokens)
-        trackers = _trackers(torch, device, latency)
+        trackers = _trackers(torch, device, latency, sync, gpu_baseline_mb)
         n, elapsed = _timed_loop(runner.call, latency.timer, trackers, rule, deadline, cell.rules.time_limit)
         recompilations = runner.compiled_graphs()
         prepare_s, variant_method = runner.prepare_s, runner.method
+        # Host-device copies, untimed and apart (GPU cells): the inputs in, one eager output back.
+        transfers = _transfers(torch, device, feeds, eager, marks, sync)
         feeds = runner = eager = None  # frees the inputs (and a compiled or captured graph) now
 
     lat = latency.result()
@@ -242,6 +275,7 @@ def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, 
         metrics["gpu_energy_j_per_token"] = metrics["gpu_energy_j"] / generated if metrics.get("gpu_energy_j") is not None and generated else None
     metrics.setdefault("gpu_memory_mb_max", None)
     metrics.setdefault("gpu_avg_power_w", None)
+    metrics.update(transfers)
     metrics.update({"first_call_ms": first_call_ms, "load_s": None if cached else loaded.load_s,
                     "model_cached": cached, "tokenize_ms": tokenize_ms,
                     "compile_s": prepare_s, "recompilations": recompilations})
@@ -253,7 +287,10 @@ def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, 
         "status": "ok", "error": None,
         "model": info,
         "variant_method": variant_method,
-        "peaks": {**peaks, **spec},
+        # The attention kernel every variant of this cell ran on, and how the model calls it.
+        "attention": {"sdpa_backend": sdpa, "implementation": attention.implementation(model)},
+        "peaks": {**peaks, **spec, **_peak_check(peaks, spec)},
+        **({"tf32": cuda_device.tf32_state(torch)} if device.type == "cuda" else {}),
         "metrics": metrics,
         "trackers": tracker_status,
         "latencies_ms": latency.latencies_ms(),
@@ -261,6 +298,28 @@ def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, 
         "shortfall": rule.shortfall(n, elapsed),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def _transfers(torch, device, feeds: dict, eager, marks, sync) -> dict:
+    if device.type != "cuda":
+        return {}
+    timed_calls = len(marks.calls) if marks is not None else 0
+    output = eager()
+    if marks is not None:
+        del marks.calls[timed_calls:]  # this untimed call's marks are not the loop's
+    return transfer_metrics(torch, device, feeds, output, sync)
+
+
+SPEC_MARGIN = 1.1  # a measured ceiling above the spec sheet by more than this is not a ceiling
+
+
+def _peak_check(peaks: dict, spec: dict) -> dict:
+    """Flag a measured GEMM peak above the spec sheet's: TF32 on an fp32 cell, a wrong spec
+    entry or a broken timer, and every % of peak built on it would flatter."""
+    measured, sheet = peaks.get("gemm_tflops"), spec.get("spec_tflops")
+    if measured and sheet and measured > SPEC_MARGIN * sheet:
+        return {"peak_above_spec": f"measured {measured:.3g} TFLOP/s is above {SPEC_MARGIN:g} x the spec sheet's {sheet:.3g}"}
+    return {}
 
 
 def _load(cell: CellSpec, device, dtype, cache: ModelCache, allowed_dirs):

@@ -1,7 +1,9 @@
 """Per-iteration timers. One timer is chosen once per device; the loop never branches on it.
 
-CPU: ``perf_counter_ns`` around the call. CUDA: a pair of events per iteration, read after a
-single synchronize at the end, so timing never stalls the stream inside the loop.
+CPU: ``perf_counter_ns`` around the call. CUDA: a pair of events per iteration, recorded on the
+cell's device's current stream (the stream the model's kernels go to; the cell runs inside
+``torch.cuda.device``) and read after a single synchronize at the end, so timing never stalls
+the stream inside the loop.
 """
 
 from __future__ import annotations
@@ -31,15 +33,16 @@ class CudaTimer:
         self._pairs: list[tuple[object, object]] = []
         self._pending = None
 
-    def start(self) -> None:
+    def _record(self):
         ev = self._torch.cuda.Event(enable_timing=True)
-        ev.record()
-        self._pending = ev
+        ev.record(self._torch.cuda.current_stream(self._device))
+        return ev
+
+    def start(self) -> None:
+        self._pending = self._record()
 
     def stop(self) -> None:
-        ev = self._torch.cuda.Event(enable_timing=True)
-        ev.record()
-        self._pairs.append((self._pending, ev))
+        self._pairs.append((self._pending, self._record()))
 
     def read_ms(self) -> list[float]:
         self._torch.cuda.synchronize(self._device)

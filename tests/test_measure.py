@@ -5,8 +5,10 @@ import resource
 import time
 
 import pytest
+import torch
 
 from bench_protocol.spec import CellSpec, MeasureRules, ModelRef, RunSpec
+from bench_workers import dtypes
 from bench_workers.embedded import run_embedded
 from bench_workers.measure import ModelCache, measure_cell
 from bench_workers.models import load_model
@@ -134,7 +136,13 @@ def test_failing_cells_become_error_records_and_the_rest_complete(tiny_model):
     records, fps = run_embedded(spec)
     by = {(r["dtype"], r["batch_size"]): r for r in records}
     assert by[("fp32", 1)]["status"] == by[("fp32", 2)]["status"] == "ok"
-    assert by[("fp16", 1)]["status"] == "error" and by[("fp16", 1)]["error"]["type"] == "unsupported_dtype"
+    # fp16 on a CPU is measured where the code finds native support (AVX512-FP16, AMX-FP16), else
+    # refused: decided from what the code reads on this host, so the test holds on any x86 CPU.
+    try:
+        dtypes.check_supported(torch, torch.device("cpu"), "fp16")
+        assert by[("fp16", 1)]["status"] == "ok"
+    except dtypes.UnsupportedDtype:
+        assert by[("fp16", 1)]["status"] == "error" and by[("fp16", 1)]["error"]["type"] == "unsupported_dtype"
     assert len(fps) == 1 and records[0]["fingerprint_id"] in fps
 
 
@@ -211,7 +219,7 @@ def test_gpu_power_tracker_averages_and_integrates(counter):
     with tracker.track():
         time.sleep(0.5)
     r = tracker.result()
-    assert r["gpu_avg_power_w"] == pytest.approx(150.0)
+    assert r["gpu_avg_power_w"] == pytest.approx(150.0, rel=0.01)
     assert r["gpu_energy_j"] == pytest.approx(75.0, rel=0.15)
     assert ("counter" in r["energy_method"]) is counter
 
