@@ -211,9 +211,11 @@ def _measure_on(torch, cell: CellSpec, device, cache: ModelCache, allowed_dirs, 
     peaks = PEAKS.get(torch, device, cell.dtype)
     spec = spec_peak(torch.cuda.get_device_name(device) if device.type == "cuda" else None, cell.dtype)
     cap = cell.rules.memory_limit_mb if device.type == "cpu" else None
-    gpu_baseline_mb = start_cell(torch, device) if device.type == "cuda" else None
 
     loaded, cached, info = _load(cell, device, dtype, cache, allowed_dirs)
+    # After the model is on the device, before anything of the cell: what is allocated now is
+    # the cell's baseline (the model; more would be a leak of an earlier cell).
+    gpu_baseline_mb = start_cell(torch, device) if device.type == "cuda" else None
     model = loaded.model
     sync = sync_for(torch, device)
     sdpa = attention.choose(torch, device, dtype)

@@ -71,9 +71,15 @@ def prepare(torch, variant: str, model, feeds: dict, device, sync, eager: Callab
                 model(**feeds)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
+        # Captured on the current device's side stream: the cell runs inside its device's scope.
         with torch.cuda.graph(graph):
-            model(**feeds)
+            static_out = model(**feeds)
         graph.replay()
         sync()
-        return Runner(graph.replay, time.perf_counter() - t0, "torch.cuda.CUDAGraph capture of the eager forward")
+
+        def replay():
+            graph.replay()
+            return static_out  # the output buffers the graph writes, as eager returns its output
+
+        return Runner(replay, time.perf_counter() - t0, "torch.cuda.CUDAGraph capture of the eager forward")
     raise UnsupportedVariant(f"unsupported variant {variant!r}")

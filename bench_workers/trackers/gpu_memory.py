@@ -2,8 +2,8 @@
 
 ``gpu_memory_mb_max`` is torch.cuda.max_memory_reserved: the peak the caching allocator held
 on the device for this process during the cell (the CUDA context itself is not included).
-:func:`start_cell` runs at the cell's start, before its model is placed and its variant
-prepared: it frees what earlier work left cached (the ceilings allocate gigabytes, a CUDA
+:func:`start_cell` runs once the cell's model is on the device, before its inputs are made and
+its variant prepared: it frees what earlier work left cached (the ceilings allocate gigabytes, a CUDA
 graph's capture empties the cache) and only then resets the peaks, so a cell's peak is its own
 — warm-up and timed window included — and the allocated and reserved peaks are reported apart.
 """
@@ -51,7 +51,7 @@ class CudaMemoryTracker:
         nvml_used = [v for _, v in sampler.samples] if sampler is not None else []
         self._result = {
             "available": True,
-            "method": "torch.cuda.max_memory_reserved (peak held by the allocator from the cell's start, cache emptied first)",
+            "method": "torch.cuda.max_memory_reserved (peak held by the allocator from the cell's start with its model placed, cache emptied first)",
             "gpu_memory_mb_max": cuda.max_memory_reserved(self._device) / MB,
             "gpu_memory_allocated_mb_max": cuda.max_memory_allocated(self._device) / MB,
             "gpu_memory_reserved_mb_max": cuda.max_memory_reserved(self._device) / MB,
