@@ -43,6 +43,16 @@ class LoadedModel:
     warning: str | None
     tokenizer_source: str | None
 
+    def identity(self) -> str:
+        """What the weights are, for caches of artefacts derived from them (ONNX exports): a local
+        directory's weight files by size and time, else where they came from (random weights
+        are seeded, so the same everywhere)."""
+        folder = Path(self.source)
+        if folder.is_dir():
+            stats = [(f, (folder / f).stat()) for f in WEIGHT_FILES if (folder / f).is_file()]
+            return ";".join(f"{f}:{st.st_size}:{st.st_mtime_ns}" for f, st in stats) or "no weight files"
+        return self.source
+
     def info(self, name: str) -> dict:
         cfg = self.config
         return {

@@ -50,7 +50,7 @@ export BENCHCTL_TEST_POSTGRES="${BENCHCTL_TEST_POSTGRES:-postgresql://postgres:b
 # torch first, pinned: a plain requirement would pull a multi-GB CUDA build.
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[worker,dev]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[worker,ort,openvino,dev]'
 
 # The lint gate (config in pyproject.toml), then the suite.
 .venv/bin/ruff check .

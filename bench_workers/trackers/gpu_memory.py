@@ -30,8 +30,9 @@ class CudaMemoryTracker:
     name = "gpu_memory"
 
     def __init__(self, torch, device, nvml_handle=None, nvml=None, sample_interval_s: float = 0.1,
-                 baseline_mb: float | None = None) -> None:
+                 baseline_mb: float | None = None, torch_allocator: bool = True) -> None:
         self._torch = torch
+        self._torch_allocator = torch_allocator
         self._baseline = baseline_mb
         self._device = device
         self._handle = nvml_handle
@@ -49,13 +50,22 @@ class CudaMemoryTracker:
             yield self
         cuda.synchronize(self._device)
         nvml_used = [v for _, v in sampler.samples] if sampler is not None else []
+        nvml_peak = max(nvml_used) / MB if nvml_used else None
+        if not self._torch_allocator:  # the runtime allocates outside torch (ONNX Runtime's arena)
+            self._result = {
+                "available": nvml_peak is not None,
+                **({} if nvml_peak is not None else {"reason": "the runtime allocates outside torch and NVML has no reading"}),
+                "method": "NVML device memory used (peak of samples; the runtime allocates outside torch)",
+                "gpu_memory_mb_max": nvml_peak, "nvml_device_used_mb_max": nvml_peak,
+            }
+            return
         self._result = {
             "available": True,
             "method": "torch.cuda.max_memory_reserved (peak held by the allocator from the cell's start with its model placed, cache emptied first)",
             "gpu_memory_mb_max": cuda.max_memory_reserved(self._device) / MB,
             "gpu_memory_allocated_mb_max": cuda.max_memory_allocated(self._device) / MB,
             "gpu_memory_reserved_mb_max": cuda.max_memory_reserved(self._device) / MB,
-            "nvml_device_used_mb_max": max(nvml_used) / MB if nvml_used else None,
+            "nvml_device_used_mb_max": nvml_peak,
             "gpu_memory_baseline_mb": self._baseline,
         }
 

@@ -1,0 +1,126 @@
+"""Runtimes as plug-ins (eager, compile, cudagraph, ONNX Runtime, OpenVINO), int8, and the
+accuracy of every cell against its fp32 eager reference, on a tiny model saved by a fixture."""
+
+import pytest
+
+from bench_protocol import spec as spec_module
+from bench_protocol.spec import CellSpec, MeasureRules, ModelRef
+from bench_workers import runtimes
+from bench_workers.measure import ModelCache, measure_cell
+from bench_workers.runtimes.base import Runner, Runtime
+
+RUN = "20260101-000000-abcdef"
+FAST = MeasureRules(warmup=1, min_iterations=3, min_time=0, max_time=10)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("BENCHCTL_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def cell(model, variant="eager", dtype="fp32", batch=2, **kw):
+    return CellSpec(run_id=RUN, pool="cpu", batch_size=batch, seq_len=16, dtype=dtype, variant=variant,
+                    model=ModelRef(model=str(model)), rules=FAST, **kw)
+
+
+@pytest.mark.fast
+def test_the_protocols_variant_names_are_the_registry():
+    assert tuple(runtimes.REGISTRY) == spec_module.VARIANTS
+    for name in runtimes.REGISTRY:
+        assert runtimes.get(name).name == name
+
+
+@pytest.mark.parametrize("variant, dtype", [("ort", "fp32"), ("ort", "int8"), ("openvino", "fp32"), ("eager", "int8")])
+def test_each_runtime_measures_and_keeps_the_answers(tiny_model, variant, dtype):
+    rec = measure_cell(cell(tiny_model, variant, dtype), "cpu")
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["metrics"]["latency_ms"]["n"] >= 3
+    acc = rec["accuracy"]
+    assert acc["available"] and acc["top1_agreement"] == 1.0
+    assert acc["max_abs_diff"] < (1e-4 if dtype == "fp32" else 0.05)
+    if variant == "ort":
+        assert rec["runtime"]["provider"] == "CPUExecutionProvider"
+    if variant == "openvino":
+        assert rec["runtime"]["precision"] == "f32"  # an fp32 cell runs at fp32, whatever the CPU's default
+
+
+def test_an_export_is_made_once_and_its_time_reported_like_compile_time(tiny_model):
+    cache = ModelCache()
+    first = measure_cell(cell(tiny_model, "ort", batch=1), "cpu", cache=cache)
+    second = measure_cell(cell(tiny_model, "ort", batch=4), "cpu", cache=cache)  # another batch: the same file
+    assert first["runtime"]["export_s"] > 0 and second["runtime"]["export_s"] is None
+    assert first["metrics"]["compile_s"] >= first["runtime"]["export_s"]
+
+
+def test_unsupported_combinations_are_error_records_naming_why(tiny_model):
+    cases = {("openvino", "int8"): "unsupported_dtype", ("compile", "int8"): "unsupported_dtype",
+             ("ort", "bf16"): "unsupported_dtype"}
+    for (variant, dtype), kind in cases.items():
+        rec = measure_cell(cell(tiny_model, variant, dtype), "cpu")
+        assert rec["status"] == "error" and rec["error"]["type"] == kind, (variant, dtype, rec["error"])
+    gen = measure_cell(CellSpec(run_id=RUN, pool="cpu", batch_size=1, seq_len=8, dtype="fp32", variant="ort",
+                                task="generate", new_tokens=2, model=ModelRef(model=str(tiny_model)), rules=FAST), "cpu")
+    assert gen["error"]["type"] == "unsupported_variant" and "classify" in gen["error"]["message"]
+
+
+def test_a_missing_runtime_library_is_an_error_record_naming_the_extra(tiny_model, monkeypatch):
+    from bench_workers.runtimes.onnxruntime import OnnxRuntime
+
+    monkeypatch.setattr(OnnxRuntime, "library", "no_such_onnxruntime_xyz")
+    rec = measure_cell(cell(tiny_model, "ort"), "cpu")
+    assert rec["error"]["type"] == "runtime_unavailable"
+    assert "pip install 'benchctl[ort]'" in rec["error"]["message"]
+    assert "ort" not in runtimes.installed()  # what the worker lists as runnable
+
+
+@pytest.mark.fast
+def test_onnx_runtime_falling_back_to_cpu_under_a_gpu_pool_is_an_error(tiny_model, tmp_path):
+    """ORT given CUDA first on a host whose ORT lacks it runs on the CPU without a word: the
+    provider it actually used decides, as on a GPU worker."""
+    import onnxruntime as ort
+    import torch
+
+    from bench_workers.runtimes.onnxruntime import check_provider
+
+    model = torch.nn.Linear(4, 2)
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(model, (torch.ones(1, 4),), str(path), dynamo=False, input_names=["x"], output_names=["y"])
+    session = ort.InferenceSession(str(path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    used = session.get_providers()
+    if "CUDAExecutionProvider" in used:
+        pytest.skip("this onnxruntime has a working CUDA provider")
+    with pytest.raises(runtimes.RuntimeUnavailable, match="fell back to CPUExecutionProvider"):
+        check_provider("cuda", used)
+    check_provider("cpu", used)
+
+
+class Noisy(Runtime):
+    """A runtime that answers wrong: eager logits plus noise larger than the logits."""
+
+    name = "noisy"
+
+    def prepare(self, ctx):
+        torch = ctx.torch
+        gen = torch.Generator().manual_seed(0)
+
+        def call():
+            logits = ctx.eager().logits
+            return logits + 10 * torch.randn(logits.shape, generator=gen)
+
+        return Runner(call, method="eager plus noise")
+
+
+@pytest.fixture
+def noisy(monkeypatch):
+    monkeypatch.setattr(spec_module, "VARIANTS", (*spec_module.VARIANTS, "noisy"))
+    monkeypatch.setitem(runtimes.REGISTRY, "noisy", f"{__name__}:Noisy")
+
+
+def test_a_runtime_that_changes_the_answers_is_caught(tiny_model, noisy):
+    rec = measure_cell(cell(tiny_model, "noisy", batch=64), "cpu")
+    assert rec["status"] == "ok"
+    assert rec["accuracy"]["top1_agreement"] < 0.9 and rec["accuracy"]["max_abs_diff"] > 1
+    from bench_protocol.accuracy import accuracy_problem
+
+    assert "agree with the fp32 eager reference" in accuracy_problem(rec["accuracy"], None)
