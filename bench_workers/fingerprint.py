@@ -165,6 +165,9 @@ def host_fingerprint(device: str, threads: int | None = None, cpus: list[int] | 
         "memory_available_gb": round(ps.virtual_memory().available / 1024**3, 2) if ps else None,
         "python": platform.python_version(),
         "transformers": package_version("transformers"),
+        # The runtimes beyond PyTorch, where installed (bench_workers/runtimes/).
+        "onnxruntime": package_version("onnxruntime") or package_version("onnxruntime-gpu"),
+        "openvino": package_version("openvino"),
         "device": device,
     }
     fp.update(_torch_facts(threads))
