@@ -63,6 +63,7 @@ def trend(
 ):
     """A cell's latency and throughput over time, per host fingerprint; trend.png marks where
     torch or the GPU driver changed."""
+    from .document import markdown_table
     from .history import History
     from .outdir import check_out_dir, make_out_dir
     from .plots import trend_plot
@@ -76,7 +77,7 @@ def trend(
     cells = cells.assign(**{"date (UTC)": cells["created"].map(_when), "fingerprint": cells["fingerprint_id"]})
     cols = ["date (UTC)", "run_id", "host", "fingerprint", "batch_size", "seq_len", "dtype", "variant", "task",
             "latency_ms_mean", "throughput_mean", "torch", "gpu_driver"]
-    typer.echo(cells[cols].to_markdown(index=False, floatfmt=".2f"))
+    typer.echo(markdown_table(cells[cols]))
     path = make_out_dir(out) / "trend.png"
     trend_plot(cells, path, f"{model} on {pool}")
     typer.echo(f"plot: {path}")

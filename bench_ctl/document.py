@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .tables import INTEGER_COLUMNS
+
+MISSING = "—"  # a missing value in every table, Markdown and HTML alike (never nan)
+
 
 @dataclass
 class Heading:
@@ -33,6 +37,7 @@ class Table:
     frame: pd.DataFrame
     floatfmt: str = ".2f"
     md_rows: int | None = None  # report.md shows this many rows (report.html all, paged and sortable)
+    integers: bool = True  # whole-number columns (INTEGER_COLUMNS) without decimals; the seed's table keeps 8.00
 
 
 @dataclass
@@ -59,6 +64,25 @@ class Document:
         self.blocks.extend(blocks)
 
 
+def _whole(frame: pd.DataFrame) -> pd.DataFrame:
+    """Float columns of INTEGER_COLUMNS that hold whole numbers, as integers (8, not 8.00)."""
+    out = frame.copy()
+    for col in out.columns:
+        if col in INTEGER_COLUMNS and pd.api.types.is_float_dtype(out[col]) and (out[col].dropna() % 1 == 0).all():
+            out[col] = out[col].astype("Int64")
+    return out
+
+
+def markdown_table(frame: pd.DataFrame, floatfmt: str = ".2f", integers: bool = True) -> str:
+    """A table in Markdown: missing values as MISSING, whole-number columns without decimals."""
+    out = _whole(frame) if integers else frame
+    # A number column stays aligned as numbers even where every value is missing.
+    align = ["decimal" if pd.api.types.is_numeric_dtype(out[c]) and not pd.api.types.is_bool_dtype(out[c]) else "left"
+             for c in out.columns]
+    out = out.astype(object).where(out.notna(), None)
+    return out.to_markdown(index=False, floatfmt=floatfmt, missingval=MISSING, colalign=align)
+
+
 def to_markdown(doc: Document) -> str:
     parts: list[str] = []
     for b in doc.blocks:
@@ -80,7 +104,7 @@ def to_markdown(doc: Document) -> str:
             parts.append(("\n\n" if b.loose else "\n").join(lines))
         elif isinstance(b, Table):
             shown = b.frame if b.md_rows is None else b.frame.head(b.md_rows)
-            parts.append(shown.to_markdown(index=False, floatfmt=b.floatfmt))
+            parts.append(markdown_table(shown, b.floatfmt, b.integers))
             if len(shown) < len(b.frame):
                 parts.append(f"({len(shown)} of {len(b.frame)} rows shown; {MORE_ROWS}.)")
         elif isinstance(b, Image):
@@ -163,7 +187,8 @@ def to_html(doc: Document, title: str) -> str:
             paged = True
         elif isinstance(b, Table):
             fmt = "{:" + b.floatfmt + "}"
-            out.append(b.frame.to_html(index=False, float_format=fmt.format, na_rep="—", border=0, escape=True))
+            frame = _whole(b.frame) if b.integers else b.frame
+            out.append(frame.to_html(index=False, float_format=fmt.format, na_rep=MISSING, border=0, escape=True))
         elif isinstance(b, Image):
             src = b.data_uri or b.filename
             out.append(f"<figure><img alt='{html.escape(b.title)}' src='{src}'><figcaption>{html.escape(b.title)}</figcaption></figure>")

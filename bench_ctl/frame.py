@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench_protocol.metrics import PHASE_COLUMNS, PHASE_STATS, PLAIN_METRICS
+from bench_protocol.metrics import METRICS
 from bench_protocol.spec import AXES, AXIS_DEFAULTS, COMBO_AXES
 
 from .labels import column_prefix, is_gpu_pool
 
 CV_THRESHOLD = 0.10  # coefficient of variation above which a mean is not trusted
 
-COLUMNS = [
+# The cell's coordinates and outcome, then one column per declared metric (bench_protocol/metrics.py).
+CELL_COLUMNS = [
     "run_id", "cell_id", "label", "device", *AXES, "status", "error_type", "error",
     "valid", "invalid_reason", "host", "worker", "fingerprint_id", "weights",
-    "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "latency_ms_std",
-    "latency_ms_min", "latency_ms_max", "latency_cv", "n_iterations", *PLAIN_METRICS, *PHASE_COLUMNS,
 ]
+COLUMNS = [*CELL_COLUMNS, *(m.name for m in METRICS)]
 
 
 def overlapping(records: list[dict]) -> dict[str, str]:
@@ -73,7 +73,6 @@ def cells_frame(doc: dict) -> pd.DataFrame:
     overlaps = overlapping(doc["cells"])
     for rec in doc["cells"]:
         m = rec.get("metrics") or {}
-        lat = m.get("latency_ms") or {}
         err = rec.get("error") or {}
         valid, reason = _validity(rec, overlaps)
         rows.append({
@@ -84,15 +83,9 @@ def cells_frame(doc: dict) -> pd.DataFrame:
             "valid": valid, "invalid_reason": reason,
             "host": rec.get("host"), "worker": rec.get("worker"), "fingerprint_id": rec.get("fingerprint_id"),
             "weights": (rec.get("model") or {}).get("weights"),
-            "latency_ms_mean": lat.get("mean"), "latency_ms_p50": lat.get("median"), "latency_ms_p90": lat.get("p90"),
-            "latency_ms_p95": lat.get("p95"), "latency_ms_p99": lat.get("p99"), "latency_ms_std": lat.get("std"),
-            "latency_ms_min": lat.get("min"), "latency_ms_max": lat.get("max"), "latency_cv": lat.get("cv"),
-            "n_iterations": lat.get("n"),
-            **{k: m.get(k) for k in PLAIN_METRICS},
-            **{f"{phase}_{'p50' if stat == 'median' else stat}": (m.get(phase) or {}).get(stat)
-               for phase, stats in PHASE_STATS.items() for stat in stats},
+            **{metric.name: metric.read(m) for metric in METRICS},
         })
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    numeric = COLUMNS[COLUMNS.index("latency_ms_mean"):]
+    numeric = [m.name for m in METRICS]
     frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce").astype("float64")
     return frame.sort_values(["pool", *COMBO_AXES, "batch_size"], kind="stable").reset_index(drop=True)

@@ -6,6 +6,11 @@ Tables: ``meta`` (the schema version), ``runs`` (one row per run), ``cells`` (th
 columns per cell, with the run's model and creation time and the host's software versions),
 ``fingerprints`` (one row per host fingerprint). Appending a run again replaces its rows,
 so a run is never counted twice. A database of another schema version is refused.
+
+The cells table has a column per declared metric (bench_protocol/metrics.py). A database made
+by an older metric set is migrated on append: each missing column is added (nullable, so older
+runs read as empty there). What cannot be migrated in place (a column of another type) is
+refused with one line saying what to do.
 """
 
 from __future__ import annotations
@@ -33,6 +38,12 @@ VERSION_COLUMNS = ["torch", "transformers", "cuda_version", "gpu_driver", "gpu_n
 
 class HistoryError(BenchError):
     exit_code = 2
+
+
+class NothingMeasured(BenchError):
+    """A run of which no cell was measured: its report is written, the history does not keep it."""
+
+    exit_code = 6
 
 
 def history_url(url: str | None = None) -> str:
@@ -112,10 +123,60 @@ class History:
                 found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
                 if found != str(SCHEMA_VERSION):
                     raise HistoryError(f"history database {_safe(self.url)} has schema version {found}; "
-                                       f"this benchctl reads version {SCHEMA_VERSION}")
+                                       f"this benchctl reads version {SCHEMA_VERSION}: use the benchctl that wrote it, "
+                                       "or point BENCHCTL_HISTORY at another database")
                 return
             self.metadata.create_all(conn)
             conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+
+    # -- migrating --------------------------------------------------------------------------
+
+    def _present(self, table: str) -> set[str]:
+        """The columns ``table`` has in the database (fewer than declared in one made by an older benchctl)."""
+        from sqlalchemy import inspect
+
+        with self.engine.connect() as conn:
+            return {c["name"] for c in inspect(conn).get_columns(table)}
+
+    def _migrate(self) -> list[str]:
+        """Give each table the columns this benchctl declares and a database made by an older
+        metric set lacks: ALTER TABLE ... ADD COLUMN, nullable, one column a transaction, so a
+        second benchctl migrating at the same time costs nothing. Returns the columns added."""
+        from sqlalchemy import inspect, text
+
+        self.metadata.create_all(self.engine)  # a table this benchctl has and the database lacks (checkfirst)
+        with self.engine.connect() as conn:
+            found = {t: {c["name"]: c["type"] for c in inspect(conn).get_columns(t)} for t in self.metadata.tables}
+        missing = []
+        for table in self.metadata.sorted_tables:
+            for col in table.columns:
+                have = found[table.name].get(col.name)
+                if have is None:
+                    missing.append((table, col))
+                elif not _same_kind(have, col.type):
+                    raise HistoryError(
+                        f"history database {_safe(self.url)}: column {table.name}.{col.name} is {have}, this benchctl "
+                        f"writes {col.type.compile(self.engine.dialect)}; it cannot be migrated in place: point "
+                        "BENCHCTL_HISTORY at a new database (or move this one aside) and append the runs again")
+        added = []
+        quote = self.engine.dialect.identifier_preparer.quote
+        for table, col in missing:
+            if col.primary_key:
+                raise HistoryError(f"history database {_safe(self.url)}: table {table.name} lacks its key column "
+                                   f"{col.name}; point BENCHCTL_HISTORY at a new database (or move this one aside)")
+            ddl = f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(col.name)} {col.type.compile(self.engine.dialect)}"
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(text(ddl))
+            except Exception as exc:  # noqa: BLE001 (a concurrent migration added it, or no right to)
+                if col.name in self._present(table.name):
+                    continue
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                raise HistoryError(f"history database {_safe(self.url)}: cannot add column {table.name}.{col.name} "
+                                   f"for this benchctl's metrics ({reason}); run it once as a user who may alter the "
+                                   "table, or point BENCHCTL_HISTORY at another database") from None
+            added.append(f"{table.name}.{col.name}")
+        return added
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -134,6 +195,7 @@ class History:
         frame["created"] = float(created)
         for col in VERSION_COLUMNS:
             frame[col] = frame["fingerprint_id"].map(lambda f, c=col: _fp_value(fps.get(f) or {}, c))
+        self._guard(self._migrate)
         runs, cells, fp_table = (self.metadata.tables[t] for t in ("runs", "cells", "fingerprints"))
         run_row = {"run_id": run_id, "created": float(created), "model": model,
                    "pools": ",".join(dict.fromkeys(frame["pool"].dropna())), "cells": len(frame),
@@ -160,22 +222,30 @@ class History:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def runs(self, model: str | None = None, pool: str | None = None, since: float | None = None,
-             limit: int = 50) -> pd.DataFrame:
+    def _select(self, table):
+        """SELECT of a table's columns that the database has: one made by an older metric set reads
+        (its newer columns empty) before any append migrates it."""
         from sqlalchemy import select
 
+        present = self._guard(lambda: self._present(table.name))
+        return select(*(c for c in table.columns if c.name in present))
+
+    def _frame(self, table, query) -> pd.DataFrame:
+        def read():
+            with self.engine.connect() as conn:
+                return pd.DataFrame([dict(row) for row in conn.execute(query).mappings()])
+
+        return self._guard(read).reindex(columns=[c.name for c in table.columns])
+
+    def runs(self, model: str | None = None, pool: str | None = None, since: float | None = None,
+             limit: int = 50) -> pd.DataFrame:
         runs = self.metadata.tables["runs"]
-        query = select(runs).order_by(runs.c.created.desc())
+        query = self._select(runs).order_by(runs.c.created.desc())
         if model:
             query = query.where(runs.c.model == model)
         if since is not None:
             query = query.where(runs.c.created >= since)
-
-        def read():
-            with self.engine.connect() as conn:
-                return pd.DataFrame(conn.execute(query).mappings().all(), columns=[c.name for c in runs.columns])
-
-        frame = self._guard(read)
+        frame = self._frame(runs, query)
         if pool:
             frame = frame[frame["pools"].fillna("").str.split(",").map(lambda ps: pool in ps)]
         return frame.head(limit).reset_index(drop=True)
@@ -183,19 +253,23 @@ class History:
     def cells(self, model: str | None = None, pool: str | None = None, run_id: str | None = None,
               **axes) -> pd.DataFrame:
         """Cells of the history (oldest first), filtered by model, pool, run and any axis."""
-        from sqlalchemy import select
-
         cells = self.metadata.tables["cells"]
-        query = select(cells).order_by(cells.c.created, cells.c.cell_id)
+        query = self._select(cells).order_by(cells.c.created, cells.c.cell_id)
         for name, value in (("model", model), ("pool", pool), ("run_id", run_id), *axes.items()):
             if value is not None:
                 query = query.where(cells.c[name] == value)
+        return self._frame(cells, query)
 
-        def read():
-            with self.engine.connect() as conn:
-                return pd.DataFrame(conn.execute(query).mappings().all(), columns=[c.name for c in cells.columns])
 
-        return self._guard(read)
+def _same_kind(found, declared) -> bool:
+    """Whether a column's type in the database holds what this benchctl writes: a number in a
+    number column, text in a text column (a float column may be REAL, DOUBLE PRECISION, ...)."""
+    from sqlalchemy import types
+
+    for kind in (types.String, (types.Float, types.Numeric, types.Integer)):
+        if isinstance(declared, kind):
+            return isinstance(found, kind)
+    return True
 
 
 def model_of(doc: dict) -> str | None:
@@ -212,20 +286,57 @@ def _fp_value(fp: dict, column: str):
     return None if value is None else str(value)
 
 
-def keep_run(doc: dict, enabled: bool = True) -> str | None:
-    """Append a finished run to the history; a partial run is not kept. A history that cannot be
-    written costs a warning, never the run's own files (they are written first)."""
-    import typer
+def measured(doc: dict) -> bool:
+    """Whether at least one cell of the run was measured (a record with status ok)."""
+    return any(rec.get("status") == "ok" for rec in doc.get("cells") or [])
 
-    if not enabled or (doc.get("run") or {}).get("status") == "partial":
+
+def keep_run(doc: dict, enabled: bool = True) -> str | None:
+    """Append a finished run to the history; returns where it went, or None where it is not kept:
+    a partial run, or a run of which no cell was measured. A history that cannot be written raises
+    HistoryError, which :func:`finish_run` turns into the command's last line."""
+    if not enabled or (doc.get("run") or {}).get("status") == "partial" or not measured(doc):
         return None
     try:
         history = History()
-        history.append(doc)
-    except (HistoryError, ImportError) as exc:
-        typer.echo(f"benchctl: warning: run not added to the history: {exc}", err=True)
-        return None
+    except ImportError as exc:
+        raise HistoryError(f"the history needs {exc.name or exc}, which is not installed") from None
+    history.append(doc)
     return _safe(history.url)
+
+
+def _nothing_measured(doc: dict, history: bool) -> str:
+    run_id = (doc.get("run") or {}).get("run_id", "the run")
+    cells = doc.get("cells") or []
+    first = next((rec.get("error") or {} for rec in cells if rec.get("error")), {})
+    message = str(first.get("message", "")).split("; ")[0]
+    message = message if len(message) <= 120 else message[:119] + "…"
+    why = f"; the first: {first.get('type', 'error')}: {message}" if first else ""
+    return (f"run {run_id}: no cell was measured ({len(cells)} failed{why}); the report's Failed cells list them"
+            + ("; the run is not added to the history" if history else ""))
+
+
+def finish_run(doc: dict, history: bool = True, strict: bool = True) -> None:
+    """The last lines of a command that wrote a run's report, after every report line: where the
+    history keeps the run, or a warning saying why it could not (never lost among the lines above).
+    A run of which no cell was measured stays out of the history and ends the command with
+    NothingMeasured (a non-zero exit); with ``strict`` False (``report``, re-rendering saved
+    records) with a warning instead."""
+    import typer
+
+    if not measured(doc):
+        reason = _nothing_measured(doc, history)
+        if strict:
+            raise NothingMeasured(reason)
+        typer.echo(f"benchctl: warning: {reason}", err=True)
+        return
+    try:
+        kept = keep_run(doc, history)
+    except HistoryError as exc:
+        typer.echo(f"benchctl: warning: run not added to the history: {exc}", err=True)
+        return
+    if kept:
+        typer.echo(f"history: {kept}")
 
 
 def parse_since(text: str | None) -> float | None:

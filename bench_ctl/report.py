@@ -6,12 +6,15 @@ import math
 
 import pandas as pd
 
+from bench_protocol.metrics import metric
+
 from .compare import noise_pct
 from .document import MORE_ROWS, Bullets, Document, Heading, HtmlOnly, Image, Para, Table
 from .fastest import WORKLOAD_AXES, candidates, fastest_ways, sentence, winner
 from .labels import column_prefix, display_name, is_gpu_pool, model_display
 from .tables import (
     AXIS_HEADERS,
+    PHASES,
     combo_cells,
     combo_title,
     comparison_table,
@@ -36,6 +39,11 @@ MIXED_KEYS = ("cpu_model", "logical_cores", "physical_cores", "memory_gb", "torc
 
 def _fmt_bs(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _known(value) -> str:
+    """A model figure, or 'unknown' where no measured cell reported it (never 'None')."""
+    return "unknown" if value is None else str(value)
 
 
 def run_pools(doc: dict) -> list[str]:
@@ -120,13 +128,13 @@ def _speedup_sentences(table: pd.DataFrame, cells: pd.DataFrame, pools: list[str
     for other in others:
         o, a, b = labels[other], display_name(other), display_name(baseline)
         noise = _avg_noise(cells, baseline, other)
-        for metric in ("latency_ms_mean", "throughput_mean"):
-            s = table[speedup_name(metric, o, len(others))]
+        for name, _ in PHASES["seed"]:
+            s = table[speedup_name(name, o, len(others))]
             if s.notna().sum() == 0:
                 continue
             avg, imax = s.mean(), s.idxmax()
             tie = abs(avg - 1) * 100 <= noise
-            if metric == "latency_ms_mean":
+            if name == "latency_ms_mean":
                 if tie:
                     head = f"**Latency**: {a} and {b} are the same within noise (on average {avg:.2f}x, noise ±{noise:.1f}%)."
                 elif avg >= 1:
@@ -237,18 +245,19 @@ def _interpretation(table: pd.DataFrame, cells: pd.DataFrame, pools: list[str], 
     for i, b in bs.items():
         parts = []
         for p in pools:
-            col = f"{labels[p]}_gpu_memory_mb_max" if is_gpu_pool(p) else f"{labels[p]}_cpu_memory_mb_max"
+            m = metric("gpu_memory_mb_max" if is_gpu_pool(p) else "cpu_memory_mb_max")
+            col = f"{labels[p]}_{m.name}"
             if col in table and not math.isnan(table.at[i, col]):
-                parts.append(f"{display_name(p)} {table.at[i, col]:.2f} MiB")
+                parts.append(f"{display_name(p)} {table.at[i, col]:.2f} {m.unit}")
         if parts:
-            mem.append(f"Batch size {b:.1f}: " + ", ".join(parts))
+            mem.append(f"Batch size {_fmt_bs(b)}: " + ", ".join(parts))
     items.append(("**Memory Usage**:", mem or ["not measured"]))
-    power = []
+    power, watts = [], metric("gpu_avg_power_w")
     for i, b in bs.items():
-        parts = [f"{display_name(p)} {table.at[i, f'{labels[p]}_gpu_avg_power_w']:.2f} W" for p in pools
-                 if is_gpu_pool(p) and not math.isnan(table.at[i, f"{labels[p]}_gpu_avg_power_w"])]
+        parts = [f"{display_name(p)} {table.at[i, f'{labels[p]}_{watts.name}']:.2f} {watts.unit}" for p in pools
+                 if is_gpu_pool(p) and not math.isnan(table.at[i, f"{labels[p]}_{watts.name}"])]
         if parts:
-            power.append(f"Batch size {b:.1f}: " + ", ".join(parts))
+            power.append(f"Batch size {_fmt_bs(b)}: " + ", ".join(parts))
     if power or any(is_gpu_pool(p) for p in pools):
         items.append(("**Power Consumption**:", power or ["not measured (no NVML power readings)"]))
     recommendation = _recommendation(cells, budget_ms)
@@ -270,7 +279,8 @@ def _interpretation(table: pd.DataFrame, cells: pd.DataFrame, pools: list[str], 
                           f"{b}. For production deployments, {b} is recommended for maximum performance.")
     elif len(best_valid):
         top = best_valid.iloc[0]
-        conclusion = (f"Only {display_name(pools[0])} was measured; its highest throughput, {top['throughput_mean']:.2f} items/s, "
+        conclusion = (f"Only {display_name(pools[0])} was measured; its highest throughput, {top['throughput_mean']:.2f} "
+                      f"{metric('throughput_mean').unit}, "
                       f"comes at batch size {_fmt_bs(top['batch_size'])}.")
     elif len(cells[cells["status"] == "ok"]):
         conclusion = "Every measured cell is INVALID (see Details): there is nothing to recommend."
@@ -293,8 +303,9 @@ def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tab
           Para(f"This report compares the performance of {name} on {' and '.join([', '.join(names[:-1]), names[-1]] if len(names) > 1 else names)} device{'s' if len(names) > 1 else ''}."))
     _system_section(d, doc, pools)
     d.add(Heading(2, "Model Information"),
-          Bullets([f"Model: {info.get('model')}", f"Hidden Size: {info.get('hidden_size')}",
-                   f"Hidden Layers: {info.get('num_hidden_layers')}", f"Attention Heads: {info.get('num_attention_heads')}",
+          Bullets([f"Model: {info.get('model')}", f"Hidden Size: {_known(info.get('hidden_size'))}",
+                   f"Hidden Layers: {_known(info.get('num_hidden_layers'))}",
+                   f"Attention Heads: {_known(info.get('num_attention_heads'))}",
                    f"Parameters: {info['parameters']:,}" if info.get("parameters") else "Parameters: unknown",
                    f"Weights: {info.get('weights', 'unknown')} ({info.get('weights_source', 'unknown')})"]))
     budget = run_budget(doc)
@@ -370,7 +381,7 @@ def _comparison_and_conclusion(d: Document, frame: pd.DataFrame, pools: list[str
     level = 3 if len(combos) == 1 else 4
     for i, (combo, table) in enumerate(combos.items()):
         blocks = [Heading(3, combo_title(combo, shown))] if len(combos) > 1 else []
-        blocks.append(Table(table, md_rows=MD_ROWS))
+        blocks.append(Table(table, md_rows=MD_ROWS, integers=False))  # the seed's table, as the seed prints it
         cells = combo_cells(frame, combo)
         phases = phase_tables(cells, pools, baseline)
         for phase, phase_table in phases.items():
@@ -445,7 +456,7 @@ def _method_lines(doc: dict) -> list[str]:
         "Latency: CUDA events read after one synchronize on GPUs, perf_counter_ns on CPUs; throughput_mean = batch size / mean latency.",
         f"Validity: INVALID when fewer iterations than asked, latency CV above {int(100 * 0.10)}%, or a tracker the device should have failed.",
         "gpu_memory_mb_max: torch.cuda.max_memory_reserved over the cell; cpu_memory_mb_max: peak process RSS over the cell; "
-        "both in MiB (2^20 bytes), under the seed report's column names.",
+        f"both in {metric('cpu_memory_mb_max').unit} (2^20 bytes), under the seed report's column names.",
     ]
     lines += [f"{name}: {m}" for name, m in sorted(methods.items())]
     return lines

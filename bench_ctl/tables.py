@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench_protocol.metrics import BY_NAME, COUNT_METRICS, shown_in
 from bench_protocol.spec import AXES, CELL_AXES, COMBO_AXES, DTYPES, VARIANTS
 
 from .labels import column_prefix, is_gpu_pool
 
-# The compared metrics of each table, and whether less is better (a time) or more (a rate).
-# "seed": the classic table; a generate cell adds a prefill and a decode table.
-PHASES = {
-    "seed": [("latency_ms_mean", True), ("throughput_mean", False)],
-    "prefill": [("ttft_ms_mean", True)],
-    "decode": [("decode_ms_per_token_mean", True), ("decode_tokens_per_s", False)],
-}
-SIDE_METRICS = ["cpu_memory_mb_max", "gpu_memory_mb_max", "gpu_avg_power_w"]
+# The compared metrics of each table (bench_protocol/metrics.py), times before rates, and whether
+# less is better. "seed": the classic table; a generate cell adds a prefill and a decode table.
+PHASES = {phase: [(m.name, m.lower_is_better) for m in sorted(shown_in(phase), key=lambda m: not m.lower_is_better)]
+          for phase in ("seed", "prefill", "decode")}
+SIDE_METRICS = [m.name for m in shown_in("side")]
 
 
 def speedup_name(metric: str, other: str, n_others: int) -> str:
@@ -50,12 +48,9 @@ def comparison_table(frame: pd.DataFrame, pools: list[str], baseline: str, phase
             # A time: how many times faster than the baseline; a rate: how many times more.
             ratio = col(metric, base) / col(metric, other) if lower_is_better else col(metric, other) / col(metric, base)
             out[speedup_name(metric, other, len(others))] = ratio
-    for label in labels:
-        out[f"{label}_cpu_memory_mb_max"] = col("cpu_memory_mb_max", label)
-    for label in gpu_labels:
-        out[f"{label}_gpu_memory_mb_max"] = col("gpu_memory_mb_max", label)
-    for label in gpu_labels:
-        out[f"{label}_gpu_avg_power_w"] = col("gpu_avg_power_w", label)
+    for side in SIDE_METRICS:
+        for label in gpu_labels if BY_NAME[side].gpu_only else labels:
+            out[f"{label}_{side}"] = col(side, label)
     return out.reset_index(drop=True).astype("float64")
 
 
@@ -117,17 +112,21 @@ def phase_tables(cells: pd.DataFrame, pools: list[str], baseline: str) -> dict[s
 
 
 AXIS_HEADERS = {a: {"batch_size": "batch", "seq_len": "seq"}.get(a, a) for a in AXES}
+# Whole numbers, under their names and their headers: printed without decimals (but in the seed's table).
+INTEGER_COLUMNS = frozenset({a for a, prefix in CELL_AXES if prefix} | {AXIS_HEADERS[a] for a, prefix in CELL_AXES if prefix}
+                            | set(COUNT_METRICS) | {BY_NAME[m].label for m in COUNT_METRICS})
+
+
+def labelled(table: str) -> dict[str, str]:
+    """Column -> header of the metrics a per-cell table shows (bench_protocol/metrics.py)."""
+    return {m.name: m.label for m in shown_in(table)}
 
 
 def efficiency_table(frame: pd.DataFrame) -> pd.DataFrame:
     """How close each measured cell came to its device's ceilings (bench_workers/roofline.py)."""
     ok = frame[frame["status"] == "ok"].copy()
     ok["gflops_per_forward"] = ok["flops_per_forward"] / 1e9
-    cols = {**AXIS_HEADERS, "gflops_per_forward": "GFLOP/forward", "tflops_achieved": "TFLOP/s",
-            "peak_tflops_measured": "peak_measured", "pct_peak_measured": "%_peak_measured",
-            "peak_tflops_spec": "peak_spec", "pct_peak_spec": "%_peak_spec", "effective_gbps": "GB/s",
-            "bandwidth_gbps_measured": "bw_measured", "pct_bandwidth_measured": "%_bw_measured",
-            "arithmetic_intensity": "FLOP/byte", "compile_s": "compile_s", "recompilations": "recompiles"}
+    cols = {**AXIS_HEADERS, "gflops_per_forward": "GFLOP/forward", **labelled("efficiency")}
     return ok[list(cols)].rename(columns=cols)
 
 
@@ -136,10 +135,7 @@ def generation_table(frame: pd.DataFrame) -> pd.DataFrame | None:
     gen = frame[(frame["status"] == "ok") & (frame["task"] == "generate")]
     if gen.empty:
         return None
-    cols = {**AXIS_HEADERS, "ttft_ms_p50": "ttft_p50_ms", "ttft_ms_p90": "ttft_p90_ms", "ttft_ms_p99": "ttft_p99_ms",
-            "decode_ms_per_token_p50": "decode_p50_ms", "decode_ms_per_token_p99": "decode_p99_ms",
-            "decode_tokens_per_s": "tokens_per_s_per_seq", "decode_tokens_per_s_batch": "tokens_per_s_batch",
-            "latency_ms_mean": "e2e_ms", "gpu_energy_j_per_token": "gpu_j_per_token"}
+    cols = {**AXIS_HEADERS, **labelled("generation")}
     return gen[list(cols)].rename(columns=cols)
 
 
@@ -147,11 +143,7 @@ def detail_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Beyond the seed: distribution, tokens/s, energy, validity and host per measured cell."""
     ok = frame[frame["status"] == "ok"].copy()
     ok["validity"] = ok["valid"].map({True: "VALID", False: "INVALID"})
-    cols = {**AXIS_HEADERS,
-            "latency_ms_p50": "p50_ms", "latency_ms_p99": "p99_ms", "latency_ms_std": "std_ms",
-            "latency_cv": "cv", "n_iterations": "n", "throughput_measured": "items_per_s",
-            "tokens_per_s": "tokens_per_s", "tflops_achieved": "TFLOP/s", "gpu_energy_j_per_sample": "gpu_j_per_sample",
-            "cpu_energy_j_per_sample": "cpu_j_per_sample", "validity": "validity", "host": "host"}
+    cols = {**AXIS_HEADERS, **labelled("details"), "validity": "validity", "host": "host"}
     return ok[list(cols)].rename(columns=cols)
 
 

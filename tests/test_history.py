@@ -86,6 +86,10 @@ def history_roundtrip(history, tiny_model, tmp_path):
     assert trend.returncode == 0, trend.stderr
     assert (tmp_path / "trend" / "trend.png").stat().st_size > 5_000
     assert trend.stdout.count("|") > 2 * 10  # a table row per run
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in trend.stdout.splitlines() if line.startswith("|")]
+    for name, value in (("batch_size", "2"), ("seq_len", "16")):  # whole numbers, not 2.00 (the history keeps floats)
+        assert {r[rows[0].index(name)] for r in rows[2:]} == {value}
+    assert "nan" not in trend.stdout
 
 
 def test_history_on_sqlite(sqlite_history, tiny_model, tmp_path):

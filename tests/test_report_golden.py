@@ -39,8 +39,9 @@ def test_interpretation_sentences_carry_seed_numbers():
     for sentence in [
         "- **Latency**: GPU is on average 27.93x faster than CPU.\n  - The maximum speedup of 27.93x is achieved at batch size 8.",
         "- **Throughput**: GPU achieves on average 27.93x higher throughput than CPU.\n  - The maximum throughput improvement of 27.93x is achieved at batch size 8.",
-        "- **Memory Usage**:\n  - Batch size 8.0: CPU 1671.68 MiB, GPU 746.88 MiB",  # MiB: what is measured
-        "- **Power Consumption**:\n  - Batch size 8.0: GPU 216.24 W",
+        # MiB: what is measured; a batch size is a whole number (the seed printed 8.0)
+        "- **Memory Usage**:\n  - Batch size 8: CPU 1671.68 MiB, GPU 746.88 MiB",
+        "- **Power Consumption**:\n  - Batch size 8: GPU 216.24 W",
         "- **Recommendation**: For optimal performance, use batch size 8 on GPU.",
         "The GPU provides significant performance benefits with an average of 27.93x higher throughput compared to CPU execution. "
         "For production deployments, GPU is recommended for maximum performance.",
