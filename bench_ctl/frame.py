@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench_protocol.accuracy import accuracy_problem
 from bench_protocol.metrics import METRICS
 from bench_protocol.spec import AXES, AXIS_DEFAULTS, COMBO_AXES
 
@@ -60,11 +61,19 @@ def _validity(rec: dict, overlaps: dict[str, str]) -> tuple[bool | None, str | N
     if cv is not None and cv > CV_THRESHOLD:
         reasons.append(f"latency CV {cv:.1%} above {CV_THRESHOLD:.0%}")
     trackers = rec.get("trackers", {})
-    needed = ["cpu_memory"] + (["gpu_memory", "gpu_power"] if is_gpu_pool(rec.get("pool", "")) else [])
+    # Memory must be there; a GPU without a power reading (a MIG slice, many containers) keeps
+    # its latency VALID and its power columns say "not measured" with the tracker's reason.
+    needed = ["cpu_memory"] + (["gpu_memory"] if is_gpu_pool(rec.get("pool", "")) else [])
     for name in needed:
         t = trackers.get(name)
         if t is not None and not t.get("available"):
             reasons.append(f"{name} tracker failed: {t.get('reason')}")
+    clocks = trackers.get("gpu_clocks") or {}
+    if clocks.get("throttled"):
+        reasons.append(f"GPU throttled during the cell ({', '.join(clocks.get('throttle_reasons') or [])})")
+    problem = accuracy_problem(rec.get("accuracy"), (rec.get("rules") or {}).get("accuracy_tolerance"))
+    if problem:
+        reasons.append(problem)
     return (not reasons), ("; ".join(reasons) or None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import typing
@@ -12,6 +13,8 @@ import typer
 from bench_protocol.spec import (
     DEFAULT_GENERATIVE_MODEL,
     DEFAULT_MODEL,
+    DTYPES,
+    VARIANTS,
     MeasureRules,
     ModelRef,
     RunSpec,
@@ -27,24 +30,23 @@ SPEC_FLAGS = [
     ("devices", str, "cpu", ("--devices", "-d"), "comma-separated devices or pools, baseline first: cpu,cuda"),
     ("batch_sizes", str, "1,8", ("--batch-sizes", "-b"), "comma-separated batch sizes"),
     ("seq_lens", str, "128", ("--seq-lens",), "comma-separated sequence lengths"),
-    ("dtypes", str, "fp32", ("--dtypes",), "comma-separated dtypes: fp32, fp16, bf16"),
-    ("variants", str, "eager", ("--variants",), "comma-separated ways to run the model: eager, compile, cudagraph"),
+    ("dtypes", str, "fp32", ("--dtypes",), f"comma-separated dtypes: {', '.join(DTYPES)}"),
+    ("variants", str, "eager", ("--variants",), f"comma-separated runtimes to run the model on: {', '.join(VARIANTS)}"),
     ("task", str, "auto", ("--task",), "auto | classify | generate (auto: a causal LM generates)"),
     ("new_tokens", int, 32, ("--new-tokens",), "tokens a generate cell makes per sequence after its prompt"),
     ("model", Optional[str], None, ("--model",),
      f"Hugging Face id or local model directory (default {DEFAULT_MODEL}; {DEFAULT_GENERATIVE_MODEL} for --task generate)"),
     ("weights", str, "auto", ("--weights",), "auto | pretrained | random"),
     ("input_", str, "synthetic", ("--input",), "synthetic token ids or text through the tokenizer"),
-    ("warmup", int, 3, ("--warmup",), "untimed warm-up calls"),
-    ("iterations", int, 10, ("--iterations",), "minimum timed iterations"),
-    ("min_time", float, 2.0, ("--min-time",), "minimum seconds of timed iterations"),
-    ("max_time", float, 120.0, ("--max-time",), "stop timing after this many seconds"),
-    ("time_limit", float, 900.0, ("--time-limit",), "a cell running longer fails (seconds)"),
-    ("memory_limit_mb", Optional[int], None, ("--memory-limit-mb",), "address-space cap for CPU cells (MiB)"),
     ("baseline", Optional[str], None, ("--baseline",), "device the speedups are against (default: the first)"),
     ("latency_budget_ms", Optional[float], None, ("--latency-budget-ms",),
      "the fastest way to run the model counts only cells whose p99 latency fits this budget"),
 ]
+_TYPES = {"int": int, "float": float, "int | None": Optional[int], "float | None": Optional[float]}
+# The measurement rules' flags come from MeasureRules' fields: their defaults and help are its own.
+RULE_FLAGS = [(f.name, _TYPES[f.type], f.default, (f.metadata.get("flag") or f"--{f.name.replace('_', '-')}",),
+               f.metadata["help"]) for f in dataclasses.fields(MeasureRules)]
+SPEC_FLAGS = SPEC_FLAGS + RULE_FLAGS
 
 
 def spec_options(**defaults):
@@ -81,8 +83,8 @@ KeepDays = Annotated[float, typer.Option("--keep-days", help="days Redis keeps a
 NoHistory = Annotated[bool, typer.Option("--no-history", help="do not add this run to the results history ($BENCHCTL_HISTORY)")]
 
 
-def build_spec(devices, batch_sizes, seq_lens, dtypes, variants, task, new_tokens, model, weights, input_, warmup,
-               iterations, min_time, max_time, time_limit, memory_limit_mb, baseline, latency_budget_ms) -> RunSpec:
+def build_spec(devices, batch_sizes, seq_lens, dtypes, variants, task, new_tokens, model, weights, input_, baseline,
+               latency_budget_ms, **rules) -> RunSpec:
     """The flags' strings -> a validated RunSpec (SpecError with one line otherwise)."""
     from bench_protocol.model_config import check_seq_lens, resolve_task
 
@@ -98,8 +100,7 @@ def build_spec(devices, batch_sizes, seq_lens, dtypes, variants, task, new_token
         task=task,
         new_tokens=new_tokens,
         model=ModelRef(model=model, weights=weights, input=input_),
-        rules=MeasureRules(warmup=warmup, min_iterations=iterations, min_time=min_time, max_time=max_time,
-                           time_limit=time_limit, memory_limit_mb=memory_limit_mb),
+        rules=MeasureRules(**rules),
         baseline=baseline,
         latency_budget_ms=latency_budget_ms,
     )

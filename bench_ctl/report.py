@@ -6,11 +6,13 @@ import math
 
 import pandas as pd
 
+from bench_protocol.accuracy import DEFAULT_AGREEMENT
 from bench_protocol.metrics import metric
 
 from .compare import noise_pct
 from .document import MORE_ROWS, Bullets, Document, Heading, HtmlOnly, Image, Para, Table
 from .fastest import WORKLOAD_AXES, candidates, fastest_ways, sentence, winner
+from .frame import CV_THRESHOLD
 from .labels import column_prefix, display_name, is_gpu_pool, model_display
 from .tables import (
     AXIS_HEADERS,
@@ -449,12 +451,16 @@ def _method_lines(doc: dict) -> list[str]:
     methods: dict[str, str] = {}
     for rec in doc["cells"]:
         for name, t in (rec.get("trackers") or {}).items():
-            methods.setdefault(name, t.get("method") or t.get("energy_method") or f"unavailable: {t.get('reason')}")
+            methods.setdefault(name, t.get("power_method") or t.get("method") or t.get("energy_method")
+                               or f"not measured: {t.get('reason')}")
     lines = [
         f"Warm-up: {rules.get('warmup')} calls excluded after the cold first call; timing stops when both "
         f"{rules.get('min_iterations')} iterations and {rules.get('min_time')} s are reached (at most {rules.get('max_time')} s).",
         "Latency: CUDA events read after one synchronize on GPUs, perf_counter_ns on CPUs; throughput_mean = batch size / mean latency.",
-        f"Validity: INVALID when fewer iterations than asked, latency CV above {int(100 * 0.10)}%, or a tracker the device should have failed.",
+        f"Validity: INVALID when fewer iterations than asked, latency CV above {CV_THRESHOLD:.0%}, a tracker the device "
+        "should have failed (a missing GPU power reading does not count), the GPU was throttled by heat, the outputs left "
+        f"the fp32 eager reference (top-1 or token agreement below {DEFAULT_AGREEMENT:.0%}), or another worker measured "
+        "on the same host at the same time.",
         "gpu_memory_mb_max: torch.cuda.max_memory_reserved over the cell; cpu_memory_mb_max: peak process RSS over the cell; "
         f"both in {metric('cpu_memory_mb_max').unit} (2^20 bytes), under the seed report's column names.",
     ]

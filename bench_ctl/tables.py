@@ -117,9 +117,11 @@ INTEGER_COLUMNS = frozenset({a for a, prefix in CELL_AXES if prefix} | {AXIS_HEA
                             | set(COUNT_METRICS) | {BY_NAME[m].label for m in COUNT_METRICS})
 
 
-def labelled(table: str) -> dict[str, str]:
-    """Column -> header of the metrics a per-cell table shows (bench_protocol/metrics.py)."""
-    return {m.name: m.label for m in shown_in(table)}
+def labelled(table: str, cells: pd.DataFrame | None = None) -> dict[str, str]:
+    """Column -> header of the metrics a per-cell table shows (bench_protocol/metrics.py); a
+    metric only some cells have (a GPU's, a runtime's) is left out where none of ``cells`` has it."""
+    return {m.name: m.label for m in shown_in(table)
+            if not (m.optional and cells is not None and cells[m.name].isna().all())}
 
 
 def efficiency_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -135,7 +137,7 @@ def generation_table(frame: pd.DataFrame) -> pd.DataFrame | None:
     gen = frame[(frame["status"] == "ok") & (frame["task"] == "generate")]
     if gen.empty:
         return None
-    cols = {**AXIS_HEADERS, **labelled("generation")}
+    cols = {**AXIS_HEADERS, **labelled("generation", gen)}
     return gen[list(cols)].rename(columns=cols)
 
 
@@ -143,7 +145,7 @@ def detail_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Beyond the seed: distribution, tokens/s, energy, validity and host per measured cell."""
     ok = frame[frame["status"] == "ok"].copy()
     ok["validity"] = ok["valid"].map({True: "VALID", False: "INVALID"})
-    cols = {**AXIS_HEADERS, **labelled("details"), "validity": "validity", "host": "host"}
+    cols = {**AXIS_HEADERS, **labelled("details", ok), "validity": "validity", "host": "host"}
     return ok[list(cols)].rename(columns=cols)
 
 

@@ -41,6 +41,12 @@ class Metric:
     tables: tuple[str, ...] = ()
     path: tuple[str, ...] = ()
     gpu_only: bool = False
+    sparse: bool = False  # only some cells have it (a runtime's, a GPU's): its column is left out where none has
+
+    @property
+    def optional(self) -> bool:
+        """Left out of a per-cell table where no cell of it has a value."""
+        return self.gpu_only or self.sparse
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tables if t not in TABLES]
@@ -97,6 +103,16 @@ METRICS = (
     Metric("decode_tokens_per_s", "tokens/s", False, "tokens_per_s_per_seq", ("decode", "generation")),
     Metric("decode_tokens_per_s_batch", "tokens/s", False, "tokens_per_s_batch", ("generation",)),
     Metric("gpu_energy_j_per_token", "J/token", True, "gpu_j_per_token", ("generation",), gpu_only=True),
+    # GPU cells: memory apart, the copies a caller pays beside the window, the clocks.
+    Metric("gpu_memory_allocated_mb_max", "MiB", True, "gpu_alloc_mib", ("details",), gpu_only=True),
+    Metric("gpu_memory_baseline_mb", "MiB", True, "gpu_baseline_mib", (), gpu_only=True),
+    Metric("transfer_h2d_ms", "ms", True, "h2d_ms", ("details",), gpu_only=True),
+    Metric("transfer_d2h_ms", "ms", True, "d2h_ms", ("details",), gpu_only=True),
+    Metric("gpu_sm_clock_mhz_mean", "MHz", None, "sm_mhz", ("details",), gpu_only=True),
+    # Against the fp32 eager reference on the same worker (bench_workers/accuracy.py).
+    Metric("accuracy_top1_agreement", "share", False, "top1_agree", ("details",), sparse=True),
+    Metric("accuracy_max_abs_diff", "logit", True, "max_abs_diff", ("details",), sparse=True),
+    Metric("accuracy_token_agreement", "share", False, "token_agree", ("generation",), sparse=True),
     Metric("ttft_ms_mean", "ms", True, "ttft_mean_ms", ("prefill",), (_TTFT, "mean")),
     Metric("ttft_ms_p50", "ms", True, "ttft_p50_ms", ("generation",), (_TTFT, "median")),
     Metric("ttft_ms_p90", "ms", True, "ttft_p90_ms", ("generation",), (_TTFT, "p90")),

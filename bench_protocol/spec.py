@@ -13,14 +13,18 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import SpecError
+from .numeric import check_number
 
 DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
 DEFAULT_GENERATIVE_MODEL = "gpt2"
-DTYPES = ("fp32", "fp16", "bf16")
+# int8: dynamic quantisation of the linear layers, on the runtimes that have it (eager on a CPU, ort).
+DTYPES = ("fp32", "fp16", "bf16", "int8")
+DEFAULT_AGREEMENT = 0.99  # bench_protocol/accuracy.py says why
 WEIGHTS = ("auto", "pretrained", "random")
 INPUTS = ("synthetic", "text")
-# How the model is run: as is, compiled by torch.compile, or replayed from a captured CUDA graph.
-VARIANTS = ("eager", "compile", "cudagraph")
+# How the model is run (a runtime each, bench_workers/runtimes/): as is, compiled by torch.compile,
+# replayed from a captured CUDA graph, through ONNX Runtime, through OpenVINO.
+VARIANTS = ("eager", "compile", "cudagraph", "ort", "openvino")
 # What is measured: one forward pass (classify), or a prefill then decode steps (generate).
 TASKS = ("classify", "generate")
 MAX_NEW_TOKENS = 1 << 16
@@ -44,6 +48,11 @@ HF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9.
 
 MAX_BATCH = 65536
 MAX_SEQ = 1 << 20
+# Bounds of the measurement rules: no cell is timed for more than a week, nor repeated more
+# than a billion times (the stop rule's time bounds it long before).
+MAX_SECONDS = 7 * 86400.0
+MAX_ITERATIONS = 10**9
+MAX_MEMORY_MB = 1 << 30
 
 
 def cell_id_of(run_id: str, coords: dict) -> str:
@@ -148,12 +157,16 @@ def pool_kind(pool: str) -> str:
 class MeasureRules:
     """How long and how often one cell is timed."""
 
+    # Each field is a flag of `benchctl run` and `submit` (bench_ctl/options.py reads these
+    # fields): "flag" names it where the field's own name is not the flag.
     warmup: int = field(default=3, metadata={"help": "untimed warm-up calls after the cold call"})
-    min_iterations: int = field(default=10, metadata={"help": "timed iterations at least"})
+    min_iterations: int = field(default=10, metadata={"help": "timed iterations at least", "flag": "--iterations"})
     min_time: float = field(default=2.0, metadata={"help": "seconds of timed iterations at least"})
     max_time: float = field(default=120.0, metadata={"help": "stop timing after this many seconds"})
-    time_limit: float = field(default=900.0, metadata={"help": "a cell that runs longer fails"})
-    memory_limit_mb: int | None = field(default=None, metadata={"help": "address-space cap honoured by a CPU cell"})
+    time_limit: float = field(default=900.0, metadata={"help": "a cell that runs longer fails (seconds)"})
+    memory_limit_mb: int | None = field(default=None, metadata={"help": "address-space cap honoured by a CPU cell (MiB)"})
+    accuracy_tolerance: float = field(default=DEFAULT_AGREEMENT, metadata={
+        "help": "share of top-1 labels (generate: greedy tokens) that must agree with the fp32 eager reference"})
 
     def __post_init__(self) -> None:
         for name in ("warmup", "min_iterations"):
@@ -164,12 +177,18 @@ class MeasureRules:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
                 raise SpecError(f"{name.replace('_', '-')} must be a non-negative number of seconds, got {value!r}")
+            check_number(value, name.replace("_", "-"), 0, MAX_SECONDS)
         if self.max_time < self.min_time:
             raise SpecError(f"max-time {self.max_time} is below min-time {self.min_time}")
         if self.time_limit <= 0:
             raise SpecError("time-limit must be positive")
+        check_number(self.accuracy_tolerance, "accuracy-tolerance", 0, 1)
         if self.memory_limit_mb is not None and (not isinstance(self.memory_limit_mb, int) or self.memory_limit_mb <= 0):
             raise SpecError(f"memory-limit-mb must be a positive integer, got {self.memory_limit_mb!r}")
+        if self.memory_limit_mb is not None:
+            check_number(self.memory_limit_mb, "memory-limit-mb", 1, MAX_MEMORY_MB, integer=True)
+        for name in ("warmup", "min_iterations"):
+            check_number(getattr(self, name), name.replace("_", "-"), hi=MAX_ITERATIONS, integer=True)
 
 
 @dataclass
@@ -237,6 +256,8 @@ class RunSpec:
                 not isinstance(self.latency_budget_ms, (int, float)) or isinstance(self.latency_budget_ms, bool)
                 or not self.latency_budget_ms > 0):
             raise SpecError(f"latency budget must be a positive number of milliseconds, got {self.latency_budget_ms!r}")
+        if self.latency_budget_ms is not None:
+            check_number(self.latency_budget_ms, "latency budget (ms)", 0, MAX_SECONDS * 1000, lo_open=True)
         check_run_id(self.run_id)
         if self.baseline is None:
             self.baseline = self.pools[0]

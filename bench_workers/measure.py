@@ -195,7 +195,8 @@ def _free_device_cache() -> None:
 def _rules_dict(cell: CellSpec) -> dict:
     r = cell.rules
     return {"warmup": r.warmup, "min_iterations": r.min_iterations, "min_time": r.min_time,
-            "max_time": r.max_time, "time_limit": r.time_limit, "memory_limit_mb": r.memory_limit_mb}
+            "max_time": r.max_time, "time_limit": r.time_limit, "memory_limit_mb": r.memory_limit_mb,
+            "accuracy_tolerance": r.accuracy_tolerance}
 
 
 def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, started: float) -> dict:
@@ -291,6 +292,8 @@ def _measure_on(torch, cell: CellSpec, device, cache: ModelCache, allowed_dirs, 
     metrics.setdefault("gpu_memory_mb_max", None)
     metrics.setdefault("gpu_avg_power_w", None)
     metrics.update(transfers)
+    metrics.update({f"accuracy_{k}": checked.get(k) for k in ("top1_agreement", "max_abs_diff", "token_agreement")
+                    if checked.get(k) is not None})
     metrics.update({"first_call_ms": first_call_ms, "load_s": None if cached else loaded.load_s,
                     "model_cached": cached, "tokenize_ms": tokenize_ms,
                     "compile_s": prepare_s, "recompilations": recompilations})

@@ -287,3 +287,56 @@ def test_out_of_memory_is_known_by_type_and_through_the_chain():
         capture_error = exc
     assert classify(capture_error) == "out_of_memory"
     assert classify(RuntimeError("shape mismatch")) == "error"
+
+
+# -- 8, 9, 10: what the report makes of a GPU cell -----------------------------------------------
+
+def _gpu_doc(**trackers):
+    from seed_records import seed_document
+
+    doc = seed_document()
+    gpu = next(c for c in doc["cells"] if c["pool"] == "cuda")
+    gpu["trackers"] = {"cpu_memory": {"available": True}, "gpu_memory": {"available": True}, **trackers}
+    gpu["metrics"].update(transfer_h2d_ms=0.21, transfer_d2h_ms=0.05)
+    return doc
+
+
+@pytest.mark.fast
+def test_a_gpu_without_a_power_reading_keeps_its_latency_valid():
+    from bench_ctl.frame import cells_frame
+
+    doc = _gpu_doc(gpu_power={"available": False, "reason": "Not Supported (MIG device)"})
+    next(c for c in doc["cells"] if c["pool"] == "cuda")["metrics"]["gpu_avg_power_w"] = None
+    frame = cells_frame(doc)
+    gpu = frame[frame["pool"] == "cuda"].iloc[0]
+    assert gpu["valid"] == True and gpu["invalid_reason"] is None  # noqa: E712
+    from bench_ctl.report import _method_lines
+
+    assert "gpu_power: not measured: Not Supported (MIG device)" in _method_lines(doc)
+
+
+@pytest.mark.fast
+def test_a_thermally_throttled_gpu_cell_is_invalid_and_a_power_cap_is_not():
+    from bench_ctl.frame import cells_frame
+
+    hot = cells_frame(_gpu_doc(gpu_clocks={"available": True, "throttled": True, "power_capped": True,
+                                           "throttle_reasons": ["software power cap", "hardware thermal slowdown"]}))
+    row = hot[hot["pool"] == "cuda"].iloc[0]
+    assert row["valid"] == False and "hardware thermal slowdown" in row["invalid_reason"]  # noqa: E712
+    capped = cells_frame(_gpu_doc(gpu_clocks={"available": True, "throttled": False, "power_capped": True,
+                                              "throttle_reasons": ["software power cap"]}))
+    assert capped[capped["pool"] == "cuda"].iloc[0]["valid"] == True  # noqa: E712
+
+
+@pytest.mark.fast
+def test_transfers_are_shown_in_the_details_of_gpu_cells_only():
+    from bench_ctl.frame import cells_frame
+    from bench_ctl.tables import detail_table
+
+    table = detail_table(cells_frame(_gpu_doc()))
+    assert list(table["h2d_ms"].round(2).fillna(-1)) == [-1, 0.21]
+    from seed_records import seed_document
+
+    cpu_only = seed_document()
+    cpu_only["cells"] = [c for c in cpu_only["cells"] if c["pool"] == "cpu"]
+    assert "h2d_ms" not in detail_table(cells_frame(cpu_only)).columns

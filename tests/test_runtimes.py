@@ -124,3 +124,28 @@ def test_a_runtime_that_changes_the_answers_is_caught(tiny_model, noisy):
     from bench_protocol.accuracy import accuracy_problem
 
     assert "agree with the fp32 eager reference" in accuracy_problem(rec["accuracy"], None)
+
+
+@pytest.mark.fast
+def test_a_cell_below_the_accuracy_tolerance_is_invalid_and_never_the_fastest_way():
+    """Two runtimes on one pool: the faster one changes the answers; the slower one is named."""
+    import copy
+
+    from seed_records import seed_document
+
+    from bench_ctl.fastest import fastest_ways
+    from bench_ctl.frame import cells_frame
+
+    doc = seed_document()
+    cpu = next(c for c in doc["cells"] if c["pool"] == "cpu")
+    cpu["accuracy"] = {"available": True, "top1_agreement": 1.0, "max_abs_diff": 1e-6}
+    fast = copy.deepcopy(cpu)
+    fast.update(variant="noisy", cell_id=cpu["cell_id"].replace(":eager:", ":noisy:"))
+    fast["accuracy"] = {"available": True, "top1_agreement": 0.62, "max_abs_diff": 3.1}
+    fast["metrics"]["throughput_mean"] *= 3
+    doc["cells"].append(fast)
+    frame = cells_frame(doc)
+    noisy = frame[frame["variant"] == "noisy"].iloc[0]
+    assert noisy["valid"] == False and "62.0% of top-1 labels agree" in noisy["invalid_reason"]  # noqa: E712
+    way = fastest_ways(frame)
+    assert way[way["pool"] == "cpu"].iloc[0]["variant"] == "eager"
