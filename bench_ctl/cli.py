@@ -39,7 +39,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Benchmark model inference across devices and hosts; report the speedups.
 
     Exit codes: 0 done, 1 a regression beyond noise (compare), 2 bad input, 3 broker or store
-    unreachable, 4 no live worker for a pool, 5 a run incomplete at the timeout, 130 interrupted.
+    unreachable, 4 no live worker for a pool, 5 a run incomplete at the timeout, 6 a run of which
+    no cell was measured, 130 interrupted.
     """
 
 
@@ -72,6 +73,13 @@ def main() -> None:
             if exc.format_message():  # bare `benchctl` has shown its help and has nothing to add
                 echo_err(exc.format_message())
             sys.exit(exc.exit_code)
+        import redis
+
+        if isinstance(exc, redis.RedisError):  # a store error that no library call turned into a BrokerError
+            from bench_protocol.broker import store_error
+
+            echo_err(store_error(exc, "the store"))
+            sys.exit(3)
         raise
 
 

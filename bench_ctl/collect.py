@@ -5,12 +5,29 @@ from __future__ import annotations
 
 import time
 
+from bench_protocol.errors import BrokerError
 from bench_protocol.records import FINISHED, SETTLED, CellState, error_record, results_document
 from bench_protocol.spec import parse_cell_id
 
 from .store import ControllerStore
 
 POLL_S = 0.5
+CORRUPT = "corrupt record"  # a missing cell's state when its record cannot be read
+LOST = "record lost"  # ... when the cell finished and its record is gone (evicted, lost in a restart)
+
+
+def requeue_or_warn(store: ControllerStore, warned: set) -> list[str]:
+    """Queue again the cells whose worker's claim lapsed; when the store or broker refuses (the
+    cells stay as they are, tried again on the next poll), say so once per kind of failure."""
+    import sys
+
+    try:
+        return store.requeue_lapsed()
+    except BrokerError as exc:
+        if str(exc) not in warned:
+            warned.add(str(exc))
+            print(f"benchctl: warning: cells whose worker died are not queued again yet: {exc}", file=sys.stderr)
+        return []
 
 
 def reconcile_failures(store: ControllerStore, run_id: str, states: dict[str, str], spec: dict) -> int:
@@ -40,11 +57,12 @@ def wait(store: ControllerStore, run_id: str, timeout: float, on_poll=None) -> d
     meta = store.run_meta(run_id)
     deadline = time.monotonic() + timeout
     last_reconcile = 0.0
+    warned: set = set()
     while True:
         states = store.cell_states(run_id)
         if time.monotonic() - last_reconcile > 2.0:
             reconcile_failures(store, run_id, states, meta["spec"])
-            if store.requeue_lapsed():  # a dead worker's cells, queued again
+            if requeue_or_warn(store, warned):  # a dead worker's cells, queued again
                 states = store.cell_states(run_id)
             last_reconcile = time.monotonic()
         if on_poll is not None:
@@ -56,12 +74,24 @@ def wait(store: ControllerStore, run_id: str, timeout: float, on_poll=None) -> d
         time.sleep(POLL_S)
 
 
+def _missing(cell_id: str, state: str, corrupt: str | None) -> dict:
+    """A cell the report lacks and why; ``error`` set when its record is unreadable, or gone
+    although the cell finished (Redis lost or evicted it)."""
+    if corrupt:
+        return {"cell_id": cell_id, "state": CORRUPT, "error": corrupt}
+    if state in FINISHED:
+        return {"cell_id": cell_id, "state": LOST, "error": f"{state}, but its record is gone from Redis"}
+    return {"cell_id": cell_id, "state": state}
+
+
 def gather(store: ControllerStore, run_id: str) -> dict:
     meta = store.run_meta(run_id)
     states = store.cell_states(run_id)
-    recs = store.records(sorted(states))
+    corrupt: dict[str, str] = {}
+    recs = store.records(sorted(states), corrupt)
     cells = [recs[c] for c in sorted(states) if c in recs and recs[c].get("status") in FINISHED]
-    missing = [{"cell_id": c, "state": states[c]} for c in sorted(states) if c not in recs or recs[c].get("status") not in FINISHED]
+    missing = [_missing(c, states[c], corrupt.get(c)) for c in sorted(states)
+               if c not in recs or recs[c].get("status") not in FINISHED]
     fps = store.fingerprints({r.get("fingerprint_id") for r in cells})
     run = {"run_id": run_id, "spec": meta["spec"], "created": meta["created"], "mode": "distributed",
            "status": "complete" if not missing else "partial", "collected": time.time()}
@@ -71,8 +101,9 @@ def gather(store: ControllerStore, run_id: str) -> dict:
 
 
 def retry(store: ControllerStore, run_id: str, errors: bool = False) -> list[str]:
-    """Queue again the cells of a run that have no record and no live claim (their message was
-    lost, e.g. with a Redis that kept nothing across a restart) and, with ``errors``, the cells
+    """Queue again the cells of a run that have no readable record and no live claim (their
+    message was lost, e.g. with a Redis that kept nothing across a restart, or their record is
+    corrupt) and, with ``errors``, the cells
     whose record is an error (after the cause was fixed). Returns the cell ids queued."""
     from bench_protocol.celery_app import make_app
     from bench_protocol.recovery import send_cells
@@ -81,20 +112,21 @@ def retry(store: ControllerStore, run_id: str, errors: bool = False) -> list[str
     meta = store.run_meta(run_id)
     cells = {c.cell_id: c for c in RunSpec.from_dict(meta["spec"]).cells()}
     states = store.cell_states(run_id)
-    records = store.records(sorted(states))
+    records = store.records(sorted(states))  # a record that cannot be read counts as none
     held = store.holders(sorted(states))
     picked = []
     for cell_id, state in sorted(states.items()):
         rec = records.get(cell_id)
         if state == CellState.CANCELLED or cell_id in held or cell_id not in cells:
             continue
-        if rec is None and state in (CellState.QUEUED, CellState.RUNNING):
-            picked.append(cell_id)
+        if rec is None:
+            picked.append(cell_id)  # no task on its way, or its record lost or unreadable
         elif errors and rec is not None and rec.get("status") == CellState.ERROR:
             picked.append(cell_id)
     if not picked:
         return []
     from bench_protocol.broker import ping_broker
+    from bench_protocol.errors import SendError
 
     ping_broker(store.broker)
     store.reset_cells(run_id, picked)
@@ -102,6 +134,17 @@ def retry(store: ControllerStore, run_id: str, errors: bool = False) -> list[str
     try:
         with app.producer_or_acquire() as producer:
             send_cells(app, [cells[c] for c in picked], producer)
+    except SendError as exc:
+        # The cells whose tasks were not certainly sent go back as they were: none stays queued
+        # with no task (a restored cell whose task did go out is measured or dropped as usual).
+        unsent = picked[exc.sent:]
+        try:
+            store.restore_cells(run_id, {c: states[c] for c in unsent}, {c: records[c] for c in unsent if c in records})
+            after = "the others are as they were"
+        except BrokerError as again:
+            after = f"putting the others back failed too ({again}): run this command again once the store is back"
+        raise SendError(f"run {run_id}: {exc.sent} of {len(picked)} cells queued again, then sending failed: {exc}; "
+                        f"{after}", exc.sent, len(picked)) from None
     finally:
         app.close()
     return picked

@@ -13,7 +13,8 @@ from typing import Annotated, Optional
 import typer
 
 from bench_protocol.broker import BrokerConfig
-from bench_protocol.errors import BenchError, SpecError
+from bench_protocol.errors import BenchError, CorruptRecord, SpecError
+from bench_protocol.numeric import check_number
 from bench_protocol.records import SETTLED, CellState
 from bench_protocol.spec import RunSpec, check_run_id
 
@@ -27,7 +28,19 @@ class Incomplete(BenchError):
     exit_code = 5
 
 
+MAX_WAIT_S = 30 * 86400.0  # the longest --timeout: a month
+MAX_KEEP_DAYS = 3650.0
+
+
+def _check_waits(timeout: float, keep_days: float) -> None:
+    """--timeout and --keep-days: finite, non-negative, not beyond their bounds."""
+    check_number(timeout, "--timeout", 0, MAX_WAIT_S)
+    check_number(keep_days, "--keep-days", 0, MAX_KEEP_DAYS)
+
+
 def _store(broker: Optional[str], store: Optional[str] = None):
+    from bench_protocol import celery_app  # noqa: F401  (its settings come from the environment, checked on import)
+
     from .store import ControllerStore
 
     return ControllerStore(BrokerConfig.resolve(broker, store))
@@ -52,15 +65,29 @@ def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: b
     finally:
         plotter.abandon()
     for m in doc["missing"]:
-        typer.echo(f"missing: {m['cell_id']} ({m['state']})", err=True)
+        typer.echo(f"missing: {m['cell_id']} ({m['state']}{': ' + m['error'] if m.get('error') else ''})", err=True)
     typer.echo(f"report: {written['report.md']}")
     if keep_days > 0 and not any(m["state"] != CellState.CANCELLED for m in doc["missing"]):
-        store.expire_run(run_id, keep_days * 86400)  # complete and collected: Redis keeps it keep_days more
-    from .history import keep_run
+        try:
+            store.expire_run(run_id, keep_days * 86400)  # complete and collected: Redis keeps it keep_days more
+        except BenchError as exc:  # the report is written; the history below still gets the run
+            typer.echo(f"benchctl: warning: run {run_id}: its retention in Redis was not set: {exc}", err=True)
+    from .history import finish_run
 
-    kept = keep_run(doc, history)
-    if kept:
-        typer.echo(f"history: {kept}")
+    finish_run(doc, history)  # last: the history's line, or why the run is not in it
+
+
+def _pools_of(cell_ids) -> list[str]:
+    """The pools named by these cell ids (when the run's spec cannot be read)."""
+    from bench_protocol.spec import parse_cell_id
+
+    pools = set()
+    for cell_id in cell_ids:
+        try:
+            pools.add(parse_cell_id(cell_id)["pool"])
+        except SpecError:
+            pass
+    return sorted(pools)
 
 
 def _gathered(store, run_id: str, timeout: float, partial: bool) -> dict:
@@ -69,6 +96,13 @@ def _gathered(store, run_id: str, timeout: float, partial: bool) -> dict:
 
     doc = gather(store, run_id)
     pending = [m for m in doc["missing"] if m["state"] != CellState.CANCELLED]
+    corrupt = [m for m in pending if m.get("error")]
+    if corrupt and not partial:
+        names = ", ".join(f"{m['cell_id']} ({m['error']})" for m in corrupt[:5])
+        more = f" and {len(corrupt) - 5} more" if len(corrupt) > 5 else ""
+        raise CorruptRecord(f"run {run_id}: the record of {len(corrupt)} cell(s) in Redis cannot be read or is gone: "
+                            f"{names}{more} "
+                            f"(`benchctl retry {run_id}` measures them again; or pass --partial to report the rest)")
     if pending and not partial:
         names = ", ".join(f"{m['cell_id']} ({m['state']})" for m in pending[:10])
         more = f" and {len(pending) - 10} more" if len(pending) > 10 else ""
@@ -100,9 +134,12 @@ def submit(
     from .submit import shared_hosts
     from .submit import submit as do_submit
 
+    _check_waits(timeout, keep_days)
     if out is not None:
         check_out_dir(out)
     store = _store(broker, store_url)
+    for warning in store.policy_warnings():
+        typer.echo(f"benchctl: warning: {warning}", err=True)
     for host, pools in shared_hosts(store, spec.pools).items():
         typer.echo(f"benchctl: warning: pools {', '.join(pools)} share host {host}: cells measured there at the same "
                    "time disturb each other and are marked INVALID", err=True)
@@ -123,24 +160,35 @@ def status(
     as_json: Json = False,
 ):
     """Cells by state, progress, and which worker holds which cell."""
+    from .collect import requeue_or_warn
     from .progress import counts, summary
 
     check_run_id(run_id)
     store = _store(broker, store_url)
-    meta = store.run_meta(run_id)
-    for cell_id in store.requeue_lapsed():
+    meta = store.run_meta(run_id, lenient=True)
+    if meta["spec_error"]:
+        typer.echo(f"benchctl: warning: {meta['spec_error']}", err=True)
+    for cell_id in requeue_or_warn(store, set()):
         typer.echo(f"queued again: {cell_id} (its worker's claim lapsed)", err=True)
     states = store.cell_states(run_id)
+    if not states and meta.get("n_cells", "0") not in ("0", ""):
+        typer.echo(f"benchctl: warning: run {run_id}: the states of its {meta['n_cells']} cells are gone from Redis "
+                   "(it lost or evicted them)", err=True)
+    pools = (meta["spec"] or {}).get("pools") or _pools_of(states)
     c = counts(states)
     done = sum(c.get(s, 0) for s in SETTLED)
     running = sorted(cid for cid, s in states.items() if s == CellState.RUNNING)
     if as_json:
-        typer.echo(json.dumps({"run_id": run_id, "created": meta["created"], "pools": meta["spec"]["pools"],
+        typer.echo(json.dumps({"run_id": run_id, "created": meta["created"], "pools": pools,
                                "cells": len(states), "done": done, "counts": c, "states": states,
-                               "running": store.holders(running)}))
+                               "running": store.holders(running), "status": meta.get("status"),
+                               "spec_error": meta["spec_error"]}))
         return
-    typer.echo(f"run {run_id}  created {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(meta['created']))}  "
-               f"pools {','.join(meta['spec']['pools'])}")
+    created = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(meta['created'])) if meta["created"] == meta["created"] else "?"
+    typer.echo(f"run {run_id}  created {created}  pools {','.join(pools)}")
+    if meta.get("status") == "incomplete":
+        typer.echo(f"incomplete: sending stopped after {meta.get('sent', '?')} of {len(states)} cells' tasks "
+                   f"(`benchctl retry {run_id}` sends the rest)")
     typer.echo(summary(states))
     for cid, worker in sorted(store.holders(running).items()):
         typer.echo(f"running  {cid}  on {worker}")
@@ -159,10 +207,7 @@ def collect(
 ):
     """Wait for the run's cells (or the timeout), then write the report."""
     check_run_id(run_id)
-    if timeout < 0:
-        raise SpecError("--timeout must not be negative")
-    if keep_days < 0:
-        raise SpecError("--keep-days must not be negative (0 keeps the run for ever)")
+    _check_waits(timeout, keep_days)
     _collect(_store(broker, store_url), run_id, out, timeout, partial, history=not no_history, keep_days=keep_days)
 
 
@@ -193,8 +238,7 @@ def runs(limit: Annotated[int, typer.Option("--limit", help="how many (positive)
 
     if limit <= 0:
         raise SpecError(f"--limit must be a positive number of runs, got {limit}")
-    if keep_days < 0:
-        raise SpecError("--keep-days must not be negative")
+    check_number(keep_days, "--keep-days", 0, MAX_KEEP_DAYS)
     store = _store(broker, store_url)
     if prune:
         deleted, dropped = store.prune_runs(time.time() - keep_days * 86400)
@@ -234,7 +278,7 @@ def cancel(run_id: Annotated[str, typer.Argument(help="run id")], broker: Broker
     """Cancel the cells no worker has started; running cells finish."""
     check_run_id(run_id)
     store = _store(broker, store_url)
-    store.run_meta(run_id)
+    store.run_meta(run_id, lenient=True)  # cancelling needs the cells, not the spec
     states = store.cell_states(run_id)
     n = store.cancel_queued(run_id, sorted(states))
     if n == 0 and all(s in SETTLED for s in store.cell_states(run_id).values()):

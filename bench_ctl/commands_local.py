@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from bench_protocol.errors import SpecError
+from bench_protocol.numeric import check_number
 from bench_protocol.spec import RunSpec, check_torch_device
 
 from .options import NoHistory, app, echo_err, spec_options
@@ -22,7 +23,7 @@ def run(
 ):
     """Measure every cell here, in this process, with no broker; write results and the report."""
     from bench_ctl.embedded_run import run_here
-    from bench_ctl.history import keep_run
+    from bench_ctl.history import finish_run
 
     for device in spec.pools:
         check_torch_device(device)
@@ -30,9 +31,7 @@ def run(
     typer.echo(f"report: {written['report.md']}")
     typer.echo(f"html:   {written['report.html']}")
     typer.echo(f"data:   {written['results.json']}")
-    kept = keep_run(doc, not no_history)
-    if kept:
-        typer.echo(f"history: {kept}")
+    finish_run(doc, not no_history)  # last: the history's line, or why the run is not in it
 
 
 @app.command()
@@ -49,17 +48,17 @@ def report(
 
     if latency_budget_ms is not None and not latency_budget_ms > 0:
         raise SpecError(f"latency budget must be a positive number of milliseconds, got {latency_budget_ms:g}")
+    if latency_budget_ms is not None:
+        check_number(latency_budget_ms, "--latency-budget-ms", 0, 7 * 86400e3, lo_open=True)
     doc = load_results(results)
     if latency_budget_ms is not None:
         doc.setdefault("run", {}).setdefault("spec", {})["latency_budget_ms"] = latency_budget_ms
     check_out_dir(out)
     written = render_all(doc, out)
     typer.echo(f"report: {written['report.md']}")
-    from bench_ctl.history import keep_run
+    from bench_ctl.history import finish_run
 
-    kept = keep_run(doc, not no_history)
-    if kept:
-        typer.echo(f"history: {kept}")
+    finish_run(doc, not no_history, strict=False)  # last: the history's line, or why the run is not in it
 
 
 @app.command()
@@ -73,10 +72,13 @@ def compare(
     """Per-cell change in latency and throughput between two runs, or a run against its history."""
     from bench_ctl.compare import compare as do_compare
     from bench_ctl.compare import regressions
+    from bench_ctl.document import markdown_table
     from bench_protocol.records import load_results
 
-    if fail_on_regression is not None and fail_on_regression < 0:
+    if fail_on_regression is not None and not fail_on_regression >= 0:
         raise SpecError("--fail-on-regression must be a non-negative percentage")
+    if fail_on_regression is not None:
+        check_number(fail_on_regression, "--fail-on-regression", 0, 1e6)
     if against is not None:
         from bench_ctl.regression import compare_with_history
 
@@ -93,7 +95,7 @@ def compare(
         table = do_compare(load_results(old), load_results(new))
     if table.empty:
         raise SpecError("the two runs share no measured cell")
-    typer.echo(table.to_markdown(index=False, floatfmt=".2f"))
+    typer.echo(markdown_table(table))
     if fail_on_regression is not None:
         bad = regressions(table, fail_on_regression)
         if len(bad):

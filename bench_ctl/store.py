@@ -9,8 +9,8 @@ import redis
 from redis.client import NEVER_DECODE
 
 from bench_protocol import keys, record_codec
-from bench_protocol.broker import BrokerConfig, ping, redact
-from bench_protocol.errors import BrokerError, RunNotFound
+from bench_protocol.broker import BrokerConfig, ping, store_error
+from bench_protocol.errors import BenchError, BrokerError, CorruptRecord, RunNotFound
 from bench_protocol.records import CellState
 from bench_protocol.spec import check_run_id
 
@@ -28,22 +28,40 @@ return n
 """
 
 
+def _json_or_none(raw):
+    """A stored JSON value, or None when it is absent or not JSON (a corrupt key)."""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
 class ControllerStore:
     def __init__(self, broker: BrokerConfig) -> None:
         self.broker = broker
         self.r = ping(broker)
 
     def _guard(self, fn):
+        """Run ``fn``; any failure of the store (lost, at its memory limit, a timeout, another
+        server answering) becomes one BrokerError line."""
         try:
             return fn()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise BrokerError(f"lost Redis at {self.broker.safe_url}: {redact(exc)}") from None
+        except redis.RedisError as exc:
+            raise BrokerError(store_error(exc, self.broker.safe_url)) from None
+
+    def _hgetall(self, key: str) -> dict[str, bytes]:
+        """A hash's fields (text) and raw values: garbage bytes under a key never fail the read."""
+        raw = self._guard(lambda: self.r.execute_command("HGETALL", key, **{NEVER_DECODE: True}))
+        return {k.decode(errors="replace") if isinstance(k, bytes) else str(k): v for k, v in (raw or {}).items()}
 
     # -- runs ------------------------------------------------------------------------------
     def create_run(self, run_id: str, spec: dict, cell_ids: list[str]) -> None:
+        from bench_protocol.durability import mark_first_use
+
         def write():
             pipe = self.r.pipeline()
             created = time.time()
+            mark_first_use(self.r, pipe)  # the store's identity key, if this is its first use
             pipe.hset(keys.run(run_id), mapping={"spec": json.dumps(spec), "created": created, "status": "submitted",
                                                   "n_cells": len(cell_ids)})
             pipe.hset(keys.run_cells(run_id), mapping={c: CellState.QUEUED.value for c in cell_ids})
@@ -51,24 +69,76 @@ class ControllerStore:
             pipe.execute()
         self._guard(write)
 
-    def run_meta(self, run_id: str) -> dict:
+    def run_meta(self, run_id: str, lenient: bool = False) -> dict:
+        """The run's hash, its spec parsed. A spec that cannot be read (garbage bytes, a field
+        lost) raises CorruptRecord, or with ``lenient`` leaves ``spec`` None and says why in
+        ``spec_error``."""
+        from bench_protocol.spec import RunSpec
+
         check_run_id(run_id)
-        meta = self._guard(lambda: self.r.hgetall(keys.run(run_id)))
-        if not meta:
-            raise RunNotFound(f"no run {run_id} in Redis at {self.broker.safe_url}")
-        meta["spec"] = json.loads(meta["spec"])
-        meta["created"] = float(meta["created"])
+        raw = self._hgetall(keys.run(run_id))
+        if not raw:
+            from bench_protocol.durability import lost_run_reason
+
+            lost = self._guard(lambda: lost_run_reason(self.r, run_id))
+            raise RunNotFound(f"no run {run_id} in Redis at {self.broker.safe_url}" + (f": {lost}" if lost else ""))
+        meta = {k: v.decode(errors="replace") if isinstance(v, bytes) else v for k, v in raw.items()}
+        try:
+            meta["created"] = float(meta.get("created") or "nan")
+        except ValueError:
+            meta["created"] = float("nan")
+        try:
+            if "spec" not in raw:
+                raise KeyError("its spec field is missing")
+            spec = json.loads(raw["spec"])
+            RunSpec.from_dict(spec)  # every field as submit wrote it
+            meta["spec"], meta["spec_error"] = spec, None
+        except (ValueError, TypeError, KeyError, AttributeError, BenchError) as exc:
+            reason = exc.args[0] if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+            message = f"run {run_id}: its spec in Redis ({keys.run(run_id)}) is unreadable ({str(reason)[:200]})"
+            if not lenient:
+                raise CorruptRecord(message + "; the run cannot be reported") from None
+            meta["spec"], meta["spec_error"] = None, message
         return meta
+
+    def policy_warnings(self) -> list[str]:
+        """Warnings about a store that may drop benchctl's keys (bench_protocol/durability.py)."""
+        from bench_protocol.durability import policy_warnings
+
+        return self._guard(lambda: policy_warnings(self.r, self.broker.safe_url))
 
     def set_run_status(self, run_id: str, status: str) -> None:
         self._guard(lambda: self.r.hset(keys.run(run_id), "status", status))
 
-    def cell_states(self, run_id: str) -> dict[str, str]:
-        return self._guard(lambda: self.r.hgetall(keys.run_cells(run_id)))
+    def note_send_failed(self, run_id: str, sent: int) -> bool:
+        """Mark a run whose sending stopped part way (``status`` says so); False when the store
+        refused that too."""
+        try:
+            self._guard(lambda: self.r.hset(keys.run(run_id), mapping={"status": "incomplete", "sent": sent}))
+            return True
+        except BrokerError:
+            return False
 
-    def records(self, cell_ids: list[str]) -> dict[str, dict]:
+    def restore_cells(self, run_id: str, states: dict[str, str], records: dict[str, dict]) -> None:
+        """Put cells back as they were (their state, and their record where they had one)."""
+        def write():
+            pipe = self.r.pipeline()
+            for cell_id, state in states.items():
+                if cell_id in records:
+                    pipe.set(keys.cell(cell_id), record_codec.encode(records[cell_id]))
+                pipe.hset(keys.run_cells(run_id), cell_id, state)
+            pipe.execute()
+        if states:
+            self._guard(write)
+
+    def cell_states(self, run_id: str) -> dict[str, str]:
+        """Cell id -> state; a value that is not text reads as its replacement characters."""
+        return {c: v.decode(errors="replace") for c, v in self._hgetall(keys.run_cells(run_id)).items()}
+
+    def records(self, cell_ids: list[str], corrupt: dict[str, str] | None = None) -> dict[str, dict]:
         """The records of these cells that exist, read in pipelined batches (one round trip per
-        READ_BATCH cells) and decoded from their compact form (bench_protocol/record_codec.py)."""
+        READ_BATCH cells) and decoded from their compact form (bench_protocol/record_codec.py).
+        A record that cannot be decoded is left out and, with ``corrupt``, named there with why."""
         if not cell_ids:
             return {}
 
@@ -78,7 +148,22 @@ class ControllerStore:
                 pipe.execute_command("MGET", *[keys.cell(c) for c in cell_ids[i:i + READ_BATCH]], **{NEVER_DECODE: True})
             return [raw for batch in pipe.execute() for raw in batch]
         raws = self._guard(read)
-        return {c: record_codec.decode(raw) for c, raw in zip(cell_ids, raws) if raw}
+        out = {}
+        for c, raw in zip(cell_ids, raws):
+            if not raw:
+                continue
+            try:
+                rec = record_codec.decode(raw)
+                if not isinstance(rec, dict) or rec.get("cell_id") != c:
+                    raise ValueError("not this cell's record")
+            except Exception as exc:  # garbage bytes: zlib, lzma, struct, JSON or Unicode errors
+                if corrupt is not None:
+                    kind = type(exc).__name__ if type(exc).__module__ == "builtins" else \
+                        f"{type(exc).__module__}.{type(exc).__name__}"
+                    corrupt[c] = f"{kind}: {str(exc)[:120]}"
+                continue
+            out[c] = rec
+        return out
 
     def put_record(self, record: dict) -> None:
         def write():
@@ -92,21 +177,24 @@ class ControllerStore:
         """Celery's stored results (celery-task-meta-{task id}) of these cells, where there are any."""
         if not cell_ids:
             return {}
-        raws = self._guard(lambda: self.r.mget([f"celery-task-meta-{c}" for c in cell_ids]))
-        return {c: json.loads(raw) for c, raw in zip(cell_ids, raws) if raw}
+        raws = self._guard(lambda: self.r.execute_command("MGET", *[f"celery-task-meta-{c}" for c in cell_ids],
+                                                          **{NEVER_DECODE: True}))
+        return {c: meta for c, meta in zip(cell_ids, map(_json_or_none, raws)) if isinstance(meta, dict)}
 
     def holders(self, cell_ids: list[str]) -> dict[str, str]:
         if not cell_ids:
             return {}
-        raws = self._guard(lambda: self.r.mget([keys.cell_claim(c) for c in cell_ids]))
-        return {c: w.split("|", 1)[0] for c, w in zip(cell_ids, raws) if w}  # claim = "worker|token"
+        raws = self._guard(lambda: self.r.execute_command("MGET", *[keys.cell_claim(c) for c in cell_ids],
+                                                          **{NEVER_DECODE: True}))
+        return {c: w.decode(errors="replace").split("|", 1)[0] for c, w in zip(cell_ids, raws) if w}  # "worker|token"
 
     def fingerprints(self, ids: set[str]) -> dict[str, dict]:
         ids = sorted(i for i in ids if i)
         if not ids:
             return {}
-        raws = self._guard(lambda: self.r.mget([keys.fingerprint(i) for i in ids]))
-        return {i: json.loads(raw) for i, raw in zip(ids, raws) if raw}
+        raws = self._guard(lambda: self.r.execute_command("MGET", *[keys.fingerprint(i) for i in ids],
+                                                          **{NEVER_DECODE: True}))
+        return {i: fp for i, fp in zip(ids, map(_json_or_none, raws)) if isinstance(fp, dict)}  # unreadable: left out
 
     def recent_runs(self, limit: int = 20) -> list[tuple[str, float]]:
         """The newest runs whose keys are still there (a run past its retention is skipped)."""
@@ -185,16 +273,16 @@ class ControllerStore:
             names = sorted(self.r.smembers(keys.WORKERS))
             if not names:
                 return []
-            raws = self.r.mget([keys.worker(n) for n in names])
-            currents = self.r.mget([keys.worker_current(n) for n in names])
+            raws = self.r.execute_command("MGET", *[keys.worker(n) for n in names], **{NEVER_DECODE: True})
+            currents = self.r.execute_command("MGET", *[keys.worker_current(n) for n in names], **{NEVER_DECODE: True})
             dead = [n for n, raw in zip(names, raws) if not raw]
             if dead:
                 self.r.srem(keys.WORKERS, *dead)
             out = []
             for raw, current in zip(raws, currents):
-                if raw:
-                    info = json.loads(raw)
-                    info["current"] = current
+                info = _json_or_none(raw)
+                if isinstance(info, dict) and {"name", "pool", "device", "hostname", "summary"} <= info.keys():  # an unreadable entry is skipped
+                    info["current"] = current.decode(errors="replace") if current else None
                     out.append(info)
             return out
         return self._guard(read)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bench_protocol.broker import ping_broker
 from bench_protocol.celery_app import make_app, max_time_limit, redelivery_timeout
-from bench_protocol.errors import NoLiveWorker, SpecError
+from bench_protocol.errors import BrokerError, NoLiveWorker, SendError, SpecError
 from bench_protocol.recovery import send_cells
 from bench_protocol.spec import RunSpec
 
@@ -43,7 +43,18 @@ def submit(store: ControllerStore, spec: RunSpec, allow_missing: bool = False) -
     try:
         with app.producer_or_acquire() as producer:
             send_cells(app, cells, producer)
+    except SendError as exc:
+        store.note_send_failed(spec.run_id, exc.sent)  # best effort: the store may be what failed
+        raise SendError(f"run {spec.run_id} is recorded, but sending stopped after {exc.sent} of {exc.total} cells' "
+                        f"tasks: {exc}; once that is fixed, `benchctl retry {spec.run_id}` sends every cell with "
+                        "no record (a cell sent twice is measured once)", exc.sent, exc.total) from None
     finally:
         app.close()
-    store.set_run_status(spec.run_id, "queued")
+    try:
+        store.set_run_status(spec.run_id, "queued")
+    except BrokerError as exc:  # every task is sent: the run goes on; only its label is stale
+        import sys
+
+        print(f"benchctl: warning: run {spec.run_id}: every task was sent, but its status could not be written: {exc}",
+              file=sys.stderr)
     return spec.run_id

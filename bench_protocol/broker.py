@@ -164,6 +164,32 @@ class BrokerConfig:
         return redis.Redis.from_url(self.store_url, **kwargs)
 
 
+def store_error(exc: BaseException, where: str) -> str:
+    """One line for a failure of the store (Redis) at ``where`` (a redacted URL): what happened
+    and, where it is clear, what the operator does."""
+    import redis
+
+    msg = redact(exc) or type(exc).__name__
+    if isinstance(exc, redis.InvalidResponse):
+        return (f"something other than Redis answers at {where} (it replied {msg.removeprefix('Protocol Error: ')}): "
+                "check the host and port of the URL")
+    if isinstance(exc, redis.AuthenticationError) or (isinstance(exc, redis.ResponseError) and (
+            "NOAUTH" in msg or "WRONGPASS" in msg)):
+        return f"Redis at {where} refused the credentials: {msg}"
+    if isinstance(exc, redis.OutOfMemoryError) or (isinstance(exc, redis.ResponseError) and msg.startswith("OOM")):
+        return (f"Redis at {where} refused a write: it is at its memory limit (maxmemory) ({msg}); free memory or "
+                "raise maxmemory")
+    if isinstance(exc, redis.ReadOnlyError):
+        return f"Redis at {where} is a read-only replica ({msg}): point benchctl at the primary"
+    if isinstance(exc, redis.BusyLoadingError):
+        return f"Redis at {where} is still loading its data set ({msg}); try again in a moment"
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return f"lost Redis at {where}: {msg}"
+    if isinstance(exc, redis.ResponseError):
+        return f"Redis at {where} answered with an error: {msg}"
+    return f"Redis at {where} failed: {type(exc).__name__}: {msg}"
+
+
 def ping(cfg: BrokerConfig, timeout: float = 4.0):
     """Connect to the store and PING once, turning every failure into one line that names the
     redacted URL.
@@ -184,6 +210,8 @@ def ping(cfg: BrokerConfig, timeout: float = 4.0):
         raise BrokerError(f"Redis at {cfg.safe_url} answered with an error: {msg}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise BrokerError(f"cannot reach Redis at {cfg.safe_url}: {redact(exc) or type(exc).__name__}") from None
+    except redis.RedisError as exc:  # e.g. InvalidResponse: another server answers on that port
+        raise BrokerError(store_error(exc, cfg.safe_url)) from None
     return cfg.redis(max(timeout, 5.0))
 
 

@@ -5,9 +5,8 @@ Settings are constants here, each with the reason for its value (Celery's own la
 
 from __future__ import annotations
 
-import os
-
 from .broker import BrokerConfig
+from .numeric import env_number
 
 # JSON only, both ways: a worker never unpickles what a queue hands it.
 TASK_SERIALIZER = "json"
@@ -26,18 +25,24 @@ REJECT_ON_WORKER_LOST = True
 PREFETCH_MULTIPLIER = 1
 CONCURRENCY = 1
 
-# Seconds. Environment is only the source of the setting; every worker and controller of a
-# deployment must agree on it.
-# 20 minutes: the default cell time limit (15 min) plus grace and margin fits below it, and a
-# cell whose worker was killed is measured again within about this long.
-VISIBILITY_TIMEOUT = float(os.environ.get("BENCHCTL_VISIBILITY_TIMEOUT", "1200"))
-# How often a consumer sweeps for messages past the visibility timeout (kombu's default
-# effective sweep is 10 s x 10 calls; we want the bound to be the timeout plus a few seconds).
-RESTORE_INTERVAL = 5
 # Between the soft time limit (the cell records "time limit exceeded") and the hard kill.
 HARD_LIMIT_GRACE = 15.0
 # Safety margin between a cell's hard limit and the visibility timeout.
 VISIBILITY_MARGIN = 15.0
+# The longest redelivery timeout accepted from the environment (30 days): beyond, a lost
+# message would wait longer than any run is kept.
+MAX_REDELIVERY_TIMEOUT = 30 * 86400.0
+
+# Seconds. Environment is only the source of the setting; every worker and controller of a
+# deployment must agree on it. Checked on import (bench_protocol/numeric.py): a value that is
+# not a finite number above grace + margin stops the command in one line.
+# 20 minutes: the default cell time limit (15 min) plus grace and margin fits below it, and a
+# cell whose worker was killed is measured again within about this long.
+VISIBILITY_TIMEOUT = env_number("BENCHCTL_VISIBILITY_TIMEOUT", 1200.0, HARD_LIMIT_GRACE + VISIBILITY_MARGIN,
+                                MAX_REDELIVERY_TIMEOUT, lo_open=True)
+# How often a consumer sweeps for messages past the visibility timeout (kombu's default
+# effective sweep is 10 s x 10 calls; we want the bound to be the timeout plus a few seconds).
+RESTORE_INTERVAL = 5
 # A worker's claim on the cell it measures; refreshed while it runs, so it lapses soon
 # after a worker dies and long before the message is delivered again.
 CLAIM_TTL = 20.0
@@ -52,7 +57,8 @@ CHILD_START_TIMEOUT = 120.0
 # RabbitMQ: a delivery not acknowledged within the broker's consumer_timeout (30 minutes by
 # default) closes the consumer's channel and is delivered again, so it bounds a cell's time as
 # the visibility timeout does on Redis. Set this to the broker's value where it was changed.
-CONSUMER_TIMEOUT = float(os.environ.get("BENCHCTL_CONSUMER_TIMEOUT", "1800"))
+CONSUMER_TIMEOUT = env_number("BENCHCTL_CONSUMER_TIMEOUT", 1800.0, HARD_LIMIT_GRACE + VISIBILITY_MARGIN,
+                              MAX_REDELIVERY_TIMEOUT, lo_open=True)
 # AMQP heartbeat (seconds): RabbitMQ closes a silent connection after about two missed beats,
 # so a worker whose host vanished has its cell redelivered within ~20 s (Celery's default of
 # 120 s would take minutes). A SIGKILLed worker's socket closes at once anyway.

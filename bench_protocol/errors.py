@@ -33,3 +33,15 @@ class NoLiveWorker(BenchError):
     """A requested device pool has no live worker."""
 
     exit_code = 4
+
+
+class CorruptRecord(BenchError):
+    """A key of benchctl's in the store that cannot be read (garbage bytes, a missing field)."""
+
+
+class SendError(BrokerError):
+    """Sending cells' tasks failed part way: ``sent`` of ``total`` are certainly on the broker."""
+
+    def __init__(self, message: str, sent: int, total: int) -> None:
+        super().__init__(message)
+        self.sent, self.total = sent, total

@@ -7,12 +7,15 @@ Every key starts with ``benchctl:v2:`` so a schema change never reads old keys b
 - ``runs``                   sorted set: run ids by creation time
 - ``run:{run_id}:cells``     hash: cell id -> state (queued | running | ok | error)
 - ``cell:{cell_id}``         string: the cell record (JSON); one per coordinates
-- ``cell:{cell_id}:claim``   string with TTL: the worker measuring the cell right now
+- ``cell:{cell_id}:claim``   string with TTL: the worker measuring the cell right now (or
+                             ``benchctl-requeue`` while a lapsed cell is queued again)
 - ``fp:{fingerprint_id}``    string: a host fingerprint (JSON)
 - ``worker:{name}``          string with TTL: a live worker (JSON); the heartbeat refreshes it
 - ``worker:{name}:current``  string with TTL: the cell id that worker is measuring
 - ``workers``                set: worker names ever registered (pruned on read)
 - ``claimed``                set: cell ids claimed and not yet saved (where lapsed claims are looked for)
+- ``store``                  hash: created, id — written at first use; its absence tells a Redis
+                             that lost benchctl's keys (bench_protocol/durability.py)
 """
 
 PREFIX = "benchctl:v2:"
@@ -51,5 +54,6 @@ def worker_current(name: str) -> str:
 
 WORKERS = PREFIX + "workers"
 CLAIMED = PREFIX + "claimed"
+STORE = PREFIX + "store"
 
 TASK_RUN_CELL = "benchctl.run_cell"

@@ -2,8 +2,9 @@
 
 The parent process stays responsive (prefork pool, concurrency 1): it answers control
 messages and keeps the registry heartbeat while the forked child measures. The parent never
-initialises CUDA (NVML only); ``cuda:N`` is pinned through CUDA_VISIBLE_DEVICES before torch
-is imported, so the child sees only GPU N.
+initialises CUDA or NVML (neither survives a fork; a GPU host's fingerprint is taken in a
+subprocess); ``cuda:N`` is pinned through CUDA_VISIBLE_DEVICES before torch is imported, so
+the child sees only GPU N.
 """
 
 from __future__ import annotations
@@ -20,14 +21,32 @@ from pathlib import Path
 
 from bench_protocol.broker import BrokerConfig, ping, redact
 from bench_protocol.errors import BenchError, SpecError
+from bench_protocol.numeric import check_number
 from bench_protocol.spec import check_pool, check_torch_device, pool_kind
+
+MAX_THREADS = 4096
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line (``bench-worker: error: ...``), like every other refusal."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _threads(text: str) -> int:
+    try:
+        return check_number(text, "threads", 1, MAX_THREADS, integer=True)
+    except SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench-worker", description=__doc__.splitlines()[0].replace("``", ""))
+    p = _OneLineParser(prog="bench-worker", description=__doc__.splitlines()[0].replace("``", ""))
     p.add_argument("--device", required=True, help="cpu, cuda, cuda:N or mps")
     p.add_argument("--queue", help="pool (queue) to consume; default: the device kind (cpu, cuda, mps)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice, or the --cpus count)")
+    p.add_argument("--threads", type=_threads, help="torch threads (default: torch's choice, or the --cpus count)")
     p.add_argument("--cpus", help="CPU affinity, e.g. 0-3 or 0,2,4")
     p.add_argument("--name", help="worker name (default POOL-PID@HOSTNAME)")
     p.add_argument("--broker", help="redis://, rediss://, amqp:// or amqps:// URL (default $BENCHCTL_BROKER_URL)")
@@ -78,6 +97,28 @@ def _warm_child(settings) -> None:
         log.warning("measuring process warm start failed: %s", exc)
 
 
+def pin_cuda_device(device: str, env) -> str:
+    """Pin ``cuda:N`` before torch is imported anywhere in this process tree; return the device as
+    the pinned processes see it (cuda:0). GPUs are numbered in PCI bus order (nvidia-smi's)
+    unless the environment chose an order; an inherited CUDA_VISIBLE_DEVICES (integers or
+    UUIDs) is indexed, never overwritten: cuda:1 under CUDA_VISIBLE_DEVICES=4,5 is GPU 5."""
+    if not device.startswith("cuda"):
+        return device
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    if ":" not in device:
+        return device
+    n = int(device.split(":")[1])
+    inherited = env.get("CUDA_VISIBLE_DEVICES")
+    if inherited is None:
+        env["CUDA_VISIBLE_DEVICES"] = str(n)
+        return "cuda:0"
+    entries = [e.strip() for e in inherited.split(",") if e.strip()]
+    if n >= len(entries):
+        raise SpecError(f"--device {device}: CUDA_VISIBLE_DEVICES={inherited!r} makes {len(entries)} GPU(s) visible")
+    env["CUDA_VISIBLE_DEVICES"] = entries[n]
+    return "cuda:0"
+
+
 def configure(args: argparse.Namespace):
     from .settings import WorkerSettings
 
@@ -85,11 +126,7 @@ def configure(args: argparse.Namespace):
     pool = check_pool(args.queue or device.split(":")[0])
     if pool_kind(pool) != device.split(":")[0] and args.queue is None:
         raise SpecError(f"pool {pool} does not match device {device}")
-    torch_device = device
-    if device.startswith("cuda:"):
-        # Pin before torch is imported anywhere in this process tree.
-        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
-        torch_device = "cuda:0"
+    torch_device = pin_cuda_device(device, os.environ)
     cpus = parse_cpus(args.cpus) if args.cpus else None
     if cpus:
         os.sched_setaffinity(0, cpus)
@@ -110,28 +147,67 @@ def configure(args: argparse.Namespace):
                           threads=threads, cpus=cpus, models_dirs=dirs)
 
 
+def _require_torch(device: str) -> None:
+    """A worker measures with torch: a host without it (a controller-only install) refuses to
+    start instead of taking cells it cannot measure. A GPU worker's parent stays free of torch
+    (it forks the measuring child), so it asks a subprocess; a CPU worker's parent imports torch
+    for its fingerprint anyway."""
+    why = None
+    if device.startswith("cuda"):
+        import subprocess
+
+        try:
+            res = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True, timeout=300)
+            if res.returncode != 0:
+                why = (res.stderr.strip().splitlines() or ["import torch failed"])[-1]
+        except (OSError, subprocess.SubprocessError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+    else:
+        try:
+            import torch  # noqa: F401
+        except Exception as exc:  # ImportError, or a torch whose libraries fail to load
+            why = f"{type(exc).__name__}: {exc}"
+    if why:
+        raise SpecError(f"torch cannot be imported here ({why}); a worker measures with it: "
+                        "install it with pip install 'benchctl[worker]'")
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from bench_protocol import celery_app  # noqa: F401  (its settings come from the environment, checked on import)
+
     settings = configure(args)
+    _require_torch(settings.device)
     client = ping(settings.broker)
 
     from celery import signals
 
     from bench_protocol.celery_app import make_app
 
-    from .fingerprint import host_fingerprint
+    from .fingerprint import fingerprint_in_subprocess, host_fingerprint
     from .record_store import RecordStore
+    from .runtimes import installed as installed_runtimes
     from .tasks import register_tasks
 
-    settings.fingerprint = host_fingerprint(settings.device, settings.threads, settings.cpus)
+    if settings.device.startswith("cuda"):
+        # NVML and CUDA are not fork-safe: this process forks the measuring child, so the GPU's
+        # fingerprint is taken by a subprocess that sees what the child will see.
+        settings.fingerprint = fingerprint_in_subprocess(settings.device, settings.torch_device, settings.threads,
+                                                         settings.cpus)
+    else:
+        settings.fingerprint = host_fingerprint(settings.device, settings.threads, settings.cpus)
     store = RecordStore(client)
+    for warning in store.first_use(settings.broker.safe_url):
+        logging.getLogger("benchctl.worker").warning(warning)
     store.put_fingerprint(settings.fingerprint)
     fp = settings.fingerprint
     gpu = (fp.get("gpu") or {}).get("name")
     info = {"name": settings.name, "pool": settings.pool, "device": settings.device, "hostname": fp["hostname"],
             "fingerprint_id": fp["fingerprint_id"], "pid": os.getpid(), "started": time.time(),
             "summary": f"{fp.get('cpu_model')}, {fp.get('logical_cores')} cores, {fp.get('memory_gb')} GB"
-                       + (f", {gpu}" if gpu else "") + f", torch {fp.get('torch')}, {fp.get('torch_threads')} threads"}
+                       + (f", {gpu}" if gpu else "") + f", torch {fp.get('torch')}, {fp.get('torch_threads')} threads",
+            # What this worker can run (libraries found, nothing imported): submit checks variants against it.
+            "runtimes": installed_runtimes()}
     store.register(settings.name, info)
     heartbeat = store.heartbeat(settings.name, info, settings.broker).start()
 
@@ -165,6 +241,19 @@ def main(argv=None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        import redis
+
+        if not isinstance(exc, redis.RedisError):
+            raise
+        from bench_protocol.broker import store_error
+
+        try:
+            where = BrokerConfig.resolve(args.broker, args.store).safe_url
+        except BenchError:
+            where = "the store"
+        print(f"bench-worker: error: {store_error(exc, where)}", file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

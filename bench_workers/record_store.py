@@ -90,6 +90,35 @@ def _retrying(what: str, fn, patience: float = SAVE_PATIENCE_S):
 class RecordStore:
     def __init__(self, client) -> None:
         self.r = client
+        self.identity: str | None = None  # the store's identity key, once first_use() read it
+        self.where = "the store"
+
+    # -- does the store keep our keys (bench_protocol/durability.py) ------------------------
+    def first_use(self, where: str) -> list[str]:
+        """Mark the store's first use (its identity key) and remember the key's id, which every
+        heartbeat checks; returns warnings about a store that may drop benchctl's keys."""
+        from bench_protocol.durability import identity, mark_first_use, policy_warnings
+
+        self.where = where
+        _retrying("mark the store's first use", lambda: mark_first_use(self.r))
+        self.identity = (identity(self.r) or {}).get("id")
+        return policy_warnings(self.r, where, persistence=True)
+
+    def check_identity(self) -> None:
+        """The identity key gone or changed: Redis lost benchctl's keys. Said once per loss,
+        then the key is written anew."""
+        from bench_protocol.durability import LOST, identity, mark_first_use
+
+        if self.identity is None:
+            return
+        now = (identity(self.r) or {}).get("id")
+        if now == self.identity:
+            return
+        log.error("the store at %s lost benchctl's keys (its key written at first use is %s): Redis %s; runs "
+                  "submitted before may be gone from it (`benchctl status RUN_ID` says)", self.where,
+                  "gone" if now is None else "another one", LOST)
+        mark_first_use(self.r, lost=True)
+        self.identity = (identity(self.r) or {}).get("id")
 
     # -- cells ---------------------------------------------------------------------------
     def cell_state(self, run_id: str, cell_id: str) -> str | None:
@@ -169,10 +198,17 @@ class RecordStore:
         lapsed (a dead worker's), so recovery does not wait for any one process."""
         def beat():
             self.register(name, info)
+            self.check_identity()
             if broker is not None:
+                from bench_protocol.errors import BrokerError
                 from bench_protocol.recovery import requeue_lapsed_cells
 
-                for cell_id in requeue_lapsed_cells(self.r, broker):
+                try:
+                    requeued = requeue_lapsed_cells(self.r, broker)
+                except BrokerError as exc:  # its task could not be sent: the cell stays running, tried next beat
+                    AWAY.warning("requeue", "could not queue a lapsed cell again: %s", redact(exc))
+                    requeued = []
+                for cell_id in requeued:
                     log.warning("cell %s: its worker's claim lapsed; queued again", cell_id)
         return Refresher(beat, WORKER_HEARTBEAT, "heartbeat")
 

@@ -37,6 +37,16 @@ def _store(settings: WorkerSettings) -> RecordStore:
     return RecordStore(client)
 
 
+def _lost(store: RecordStore, run_id: str) -> str | None:
+    """Why a run is missing from the store when Redis lost it (bench_protocol/durability.py)."""
+    from bench_protocol.durability import lost_run_reason
+
+    try:
+        return lost_run_reason(store.r, run_id)
+    except Exception:  # Redis away: the plain refusal stands
+        return None
+
+
 def _apply_threads(settings: WorkerSettings) -> None:
     """torch threads for this worker (OMP_NUM_THREADS, set by bench-worker, covers OpenMP)."""
     if settings.threads:
@@ -60,8 +70,10 @@ def register_tasks(app, settings: WorkerSettings) -> None:
         store = _store(settings)
         state = store.cell_state(cell.run_id, cell.cell_id)
         if state is None:
-            log.error("refused task %s: no run %s holds this cell", self.request.id, cell.run_id)
-            return {"status": "refused", "reason": "cell not part of a submitted run"}
+            lost = _lost(store, cell.run_id)
+            log.error("refused task %s: no run %s holds this cell%s", self.request.id, cell.run_id,
+                      f" ({lost})" if lost else "")
+            return {"status": "refused", "reason": lost or "cell not part of a submitted run"}
         if state == CellState.CANCELLED:
             return {"status": CellState.CANCELLED.value}
         if store.finished(cell.cell_id):
@@ -91,7 +103,11 @@ def register_tasks(app, settings: WorkerSettings) -> None:
         except BaseException:
             store.release(cell.cell_id, settings.name, claim)
             raise
-        if not saved:  # fenced: the cell was queued again while this worker was cut off
+        if not saved:  # fenced: the cell was queued again while this worker was cut off, or Redis lost it
+            lost = _lost(store, cell.run_id) if store.cell_state(cell.run_id, cell.cell_id) is None else None
+            if lost:
+                log.error("cell %s: save refused, its run is gone from the store (%s)", cell.cell_id, lost)
+                return {"cell_id": cell.cell_id, "status": "refused", "reason": lost}
             log.warning("cell %s: save refused, the cell was queued again and is another attempt's now", cell.cell_id)
             return {"cell_id": cell.cell_id, "status": "superseded"}
         log.info("cell %s: %s", cell.cell_id, record["status"])

@@ -220,10 +220,12 @@ def test_failing_cells_become_error_records_and_the_report_shows_them(redis_serv
     md = (tmp_path / "grid" / "report.md").read_text()
     assert "### Failed cells" in md and "out_of_memory" in md and "unsupported_dtype" in md
 
-    assert collect(redis_server.url, bad_model, tmp_path / "bad").returncode == 0
+    # A run of which no cell was measured: its report is written, the exit is 6 and the history does not keep it.
+    bad = collect(redis_server.url, bad_model, tmp_path / "bad")
+    assert bad.returncode == 6 and "no cell was measured" in bad.stderr and (tmp_path / "bad" / "report.md").is_file()
     rec = load_json(tmp_path / "bad" / "results.json")["cells"][0]
     assert rec["error"]["type"] == "model_not_found" and "no-such-org/no-such-model" in rec["error"]["message"]
-    assert collect(redis_server.url, too_long, tmp_path / "long").returncode == 0
+    assert collect(redis_server.url, too_long, tmp_path / "long").returncode == 6
     assert load_json(tmp_path / "long" / "results.json")["cells"][0]["error"]["type"] == "time_limit"
 
 

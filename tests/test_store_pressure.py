@@ -1,0 +1,252 @@
+"""The store under pressure, on real redis-server processes: every number checked, another
+server on the store's port, a worker host without torch, corrupt keys, Redis at its memory
+limit. Each fault costs one line and a non-zero exit, never a traceback, and loses nothing."""
+
+import json
+import socket
+import threading
+
+import pytest
+from conftest import BIN, RedisServer, benchctl, read_record, worker_env
+from conftest import cell_id as make_cell_id
+from seed_records import CPU_FP
+from seed_records import cell as seed_cell
+
+from bench_protocol import keys
+
+RUN_ID = "20260101-000000-abcdef"
+NOWHERE = "redis://127.0.0.1:1/0"  # checks must refuse before any connection is tried
+
+
+def one_line(res, code: int, *expected: str) -> str:
+    """The command failed (or warned) with exactly one line on stderr (besides progress bars)
+    that says ``expected``."""
+    out = res.stdout + res.stderr
+    assert "Traceback" not in out, out
+    assert res.returncode == code, (res.returncode, out)
+    lines = [line for line in res.stderr.strip().splitlines() if not line.startswith("[")]  # progress lines aside
+    assert len(lines) == 1, res.stderr
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+def worker_cmd(*args: str, env: dict | None = None, timeout: float = 60):
+    import subprocess
+
+    return subprocess.run([str(BIN / "bench-worker"), *args], capture_output=True, text=True, timeout=timeout,
+                          env=env or worker_env())
+
+
+def submit(url: str, model, batches: str = "1,2", seqs: str = "16", *extra: str) -> str:
+    res = benchctl("submit", "--devices", "cpu", "--batch-sizes", batches, "--seq-lens", seqs, "--model", str(model),
+                   "--allow-missing", "--broker", url, *extra)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip().splitlines()[0]
+
+
+# -- 7: every number a user or the environment gives is checked -----------------------------
+
+NUMBERS = [
+    (["collect", RUN_ID, "--timeout", "nan", "--broker", NOWHERE], {}, "--timeout must be a finite number"),
+    (["collect", RUN_ID, "--timeout", "inf", "--broker", NOWHERE], {}, "--timeout must be a finite number"),
+    (["submit", "--wait", "--timeout", "1e99", "--broker", NOWHERE], {}, "--timeout must be at least 0 and at most"),
+    (["runs", "--prune", "--keep-days", "nan", "--broker", NOWHERE], {}, "--keep-days must be a finite number"),
+    (["run", "--max-time", "inf"], {}, "max-time must be a finite number"),
+    (["run", "--time-limit", "nan"], {}, "time-limit must be a non-negative number of seconds"),
+    (["report", "results.json", "--latency-budget-ms", "inf"], {}, "--latency-budget-ms must be a finite number"),
+    (["workers", "--broker", NOWHERE], {"BENCHCTL_VISIBILITY_TIMEOUT": "abc"},
+     "$BENCHCTL_VISIBILITY_TIMEOUT must be a number, got 'abc'"),
+    (["status", RUN_ID, "--broker", NOWHERE], {"BENCHCTL_VISIBILITY_TIMEOUT": "nan"},
+     "$BENCHCTL_VISIBILITY_TIMEOUT must be a finite number"),
+    (["submit", "--broker", NOWHERE], {"BENCHCTL_CONSUMER_TIMEOUT": "5"}, "$BENCHCTL_CONSUMER_TIMEOUT must be above 30"),
+]
+
+
+@pytest.mark.parametrize("args,env,expected", NUMBERS, ids=[" ".join(c[0][:3]) + str(c[1]) for c in NUMBERS])
+def test_every_number_is_checked_on_the_controller(args, env, expected, tmp_path):
+    res = benchctl(*args, env=worker_env(**env), cwd=tmp_path, timeout=60)
+    one_line(res, 2, expected)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("args,env,expected", [
+    (["--threads", "0"], {}, "argument --threads: threads must be at least 1 and at most 4096, got 0"),
+    (["--threads", "nan"], {}, "argument --threads: threads must be an integer, got 'nan'"),
+    ([], {"BENCHCTL_VISIBILITY_TIMEOUT": "nan"}, "$BENCHCTL_VISIBILITY_TIMEOUT must be a finite number"),
+    ([], {"BENCHCTL_VISIBILITY_TIMEOUT": "inf"}, "$BENCHCTL_VISIBILITY_TIMEOUT must be a finite number"),
+], ids=["threads 0", "threads nan", "visibility nan", "visibility inf"])
+def test_every_number_is_checked_on_the_worker(args, env, expected):
+    res = worker_cmd("--device", "cpu", "--broker", NOWHERE, *args, env=worker_env(**env))
+    line = one_line(res, 2, expected)
+    assert line.startswith("bench-worker: error: ")
+
+
+# -- 11: something else answers ---------------------------------------------------------------
+
+@pytest.fixture
+def impostor():
+    """A tiny HTTP server on a free port: it answers every request with 400 Bad Request."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    stop = threading.Event()
+
+    def serve(conn):
+        with conn:
+            try:
+                while conn.recv(65536):
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n")
+            except OSError:
+                pass
+
+    def accept():
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                threading.Thread(target=serve, args=(sock.accept()[0],), daemon=True).start()
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    stop.set()
+    thread.join(5)
+    sock.close()
+
+
+@pytest.mark.parametrize("args", [["workers"], ["runs"], ["status", RUN_ID], ["collect", RUN_ID, "--timeout", "1"],
+                                  ["submit", "--devices", "cpu"], ["cancel", RUN_ID], ["retry", RUN_ID]],
+                         ids=lambda a: a[0])
+def test_a_server_that_is_not_redis_costs_one_line(args, impostor, tmp_path):
+    res = benchctl(*args, "--broker", impostor, cwd=tmp_path, timeout=60)
+    one_line(res, 3, "something other than Redis answers at redis://127.0.0.1:", "HTTP/1.1 400")
+
+
+def test_a_worker_facing_a_server_that_is_not_redis_refuses_in_one_line(impostor):
+    res = worker_cmd("--device", "cpu", "--broker", impostor)
+    line = one_line(res, 3, "something other than Redis answers at")
+    assert line.startswith("bench-worker: error: ")
+
+
+def test_a_worker_without_torch_refuses_to_start(tmp_path):
+    shim = tmp_path / "no-torch"
+    shim.mkdir()
+    (shim / "torch.py").write_text("raise ImportError(\"No module named 'torch'\")\n")
+    res = worker_cmd("--device", "cpu", "--broker", NOWHERE, env=worker_env(PYTHONPATH=str(shim)))
+    one_line(res, 2, "torch cannot be imported here", "pip install 'benchctl[worker]'")
+
+
+# -- 12: corrupt keys ----------------------------------------------------------------------
+
+def _record(run_id: str, batch: int) -> dict:
+    rec = seed_cell("cpu", 10.0 * batch, 100.0 / batch, 100.0)
+    return dict(rec, run_id=run_id, cell_id=make_cell_id(run_id, batch=batch), batch_size=batch, seq_len=16)
+
+
+def test_a_corrupt_record_or_spec_is_named_and_the_rest_collected(redis_server, tiny_model, tmp_path):
+    from bench_ctl.store import ControllerStore
+    from bench_protocol.broker import BrokerConfig
+
+    url, r = redis_server.url, redis_server.client()
+    run_id = submit(url, tiny_model)
+    good, bad = make_cell_id(run_id, batch=1), make_cell_id(run_id, batch=2)
+    store = ControllerStore(BrokerConfig.resolve(url))
+    store.put_record(_record(run_id, 1))
+    store.put_record(_record(run_id, 2))
+    r.set(keys.fingerprint(CPU_FP["fingerprint_id"]), json.dumps(CPU_FP))
+    r.set(keys.cell(bad), b"bcr1\xff\xfe\x00 not a record")  # garbage bytes under the record's key
+
+    res = benchctl("collect", run_id, "--broker", url, "--out", str(tmp_path / "out"), "--timeout", "5", "--no-history")
+    one_line(res, 2, f"run {run_id}: the record of 1 cell(s) in Redis cannot be read or is gone: {bad}", "--partial")
+    assert not (tmp_path / "out").exists()
+
+    res = benchctl("collect", run_id, "--broker", url, "--out", str(tmp_path / "out"), "--timeout", "5", "--partial",
+                   "--no-history")
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert f"missing: {bad} (corrupt record" in res.stderr  # named; the progress line is the other
+    written = (tmp_path / "out" / "results.json").read_text()
+    assert good in written and bad not in written.split('"missing"')[0] and (tmp_path / "out" / "report.md").exists()
+
+    res = benchctl("status", run_id, "--broker", url)
+    assert res.returncode == 0 and "Traceback" not in res.stderr and "ok=2" in res.stdout, res.stdout + res.stderr
+
+    r.hset(keys.run(run_id), "spec", b"\xff\xfe{garbage")  # and now the run's spec
+    res = benchctl("status", run_id, "--broker", url)
+    one_line(res, 0, f"run {run_id}: its spec in Redis", "is unreadable")
+    assert "ok=2" in res.stdout and "pools cpu" in res.stdout
+    res = benchctl("collect", run_id, "--broker", url, "--out", str(tmp_path / "out2"), "--timeout", "5", "--partial")
+    one_line(res, 2, f"run {run_id}: its spec in Redis", "the run cannot be reported")
+    assert read_record(r, good)["cell_id"] == good  # nothing was deleted
+
+
+# -- 2 (controller): Redis at its memory limit -----------------------------------------------
+
+def test_redis_at_its_memory_limit_strands_nothing(redis_server, tiny_model, tmp_path):
+    url, r = redis_server.url, redis_server.client()
+    run_id = submit(url, tiny_model)
+    lapsed = make_cell_id(run_id, batch=1)
+    r.delete("cpu")  # the queue: count what is sent from here on
+    # A dead worker's cell: running, claimed, its claim gone.
+    r.hset(keys.run_cells(run_id), lapsed, "running")
+    r.sadd(keys.CLAIMED, lapsed)
+    r.config_set("maxmemory", "1")  # noeviction (the default): every write is refused
+
+    res = benchctl("status", run_id, "--broker", url)
+    one_line(res, 0, "not queued again yet", "at its memory limit")
+    assert "running=1" in res.stdout
+    assert r.hget(keys.run_cells(run_id), lapsed) == "running" and r.sismember(keys.CLAIMED, lapsed)
+    assert r.llen("cpu") == 0  # not set back to queued: its task could not be sent
+
+    for args in (["submit", "--devices", "cpu", "--seq-lens", "16", "--model", str(tiny_model), "--allow-missing"],
+                 ["cancel", run_id],
+                 ["retry", run_id]):
+        one_line(benchctl(*args, "--broker", url), 3, f"Redis at {url} refused a write: it is at its memory limit")
+    assert r.zcard(keys.RUNS) == 1  # the refused submit recorded nothing
+
+    r.config_set("maxmemory", "0")
+    res = benchctl("status", run_id, "--broker", url)
+    assert res.returncode == 0 and f"queued again: {lapsed}" in res.stderr, res.stderr
+    assert r.hget(keys.run_cells(run_id), lapsed) == "queued" and r.llen("cpu") == 1
+
+
+def test_submit_stopped_mid_send_prints_the_run_and_how_far_it_got(tmp_path, tiny_model):
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        r = server.client()
+        base = int(r.info("memory")["used_memory"])
+        r.config_set("maxmemory", str(base + 3 * 1024 * 1024))  # room for the run's keys, not 5,000 messages
+        res = benchctl("submit", "--devices", "cpu", "--batch-sizes", ",".join(map(str, range(1, 51))),
+                       "--seq-lens", ",".join(map(str, range(1, 51))), "--dtypes", "fp32,bf16", "--model", str(tiny_model), "--allow-missing",
+                       "--broker", server.url, timeout=120)
+        line = one_line(res, 3, "is recorded, but sending stopped after", "of 5000 cells' tasks", "memory limit",
+                        "benchctl retry")
+        run_id = line.split("run ", 1)[1].split()[0]
+        sent = int(line.split("sending stopped after ", 1)[1].split()[0])
+        assert 0 < sent < 5000 and r.llen("cpu") >= sent, (sent, r.llen("cpu"))
+        assert r.exists(keys.run(run_id))
+        assert res.stdout == ""
+    finally:
+        server.stop()
+
+
+# -- 1: Redis losing benchctl's keys is said, not hidden ---------------------------------------
+
+def test_a_redis_that_lost_benchctls_keys_is_named_and_eviction_warned(redis_server, workers, tiny_model):
+    from conftest import wait_for
+
+    url, r = redis_server.url, redis_server.client()
+    r.config_set("maxmemory-policy", "allkeys-lru")
+    w = workers(url, client=r)
+    assert "maxmemory-policy allkeys-lru" in w.log.read_text() and "persists nothing" in w.log.read_text()
+    res = benchctl("submit", "--devices", "cpu-elsewhere", "--batch-sizes", "1", "--seq-lens", "16", "--model",
+                   str(tiny_model), "--allow-missing", "--broker", url)
+    one_line(res, 0, "benchctl: warning: Redis at", "has maxmemory-policy allkeys-lru", "noeviction")
+    run_id = res.stdout.strip()
+
+    redis_server.stop()  # a restart without persistence: every key is gone
+    redis_server.start()
+    wait_for(lambda: "lost benchctl's keys" in w.log.read_text(), 20, "the worker to say the store lost its keys")
+    res = benchctl("status", run_id, "--broker", url)
+    one_line(res, 2, f"no run {run_id} in Redis at", "Redis lost benchctl's keys before", "when a worker found them gone")
