@@ -1,6 +1,9 @@
 """The fastest way to run the model on each pool: the (dtype, variant, batch size) of the
 highest throughput, optionally within a p99 latency budget, and whether it beats the runner-up
-beyond the noise of both (the noise ``compare`` uses). INVALID cells are never candidates."""
+beyond the noise of both (the noise ``compare`` uses). INVALID cells are never candidates, so a
+runtime or dtype that changed the model's answers (accuracy) never wins. ``best_vs_best`` sets
+each pool's fastest cell against the baseline's fastest at the same batch size: each device on
+its own best stack, beside the like-for-like tables."""
 
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ HOW_AXES = ("dtype", "variant", "batch_size")
 WORKLOAD_AXES = tuple(a for a in AXES if a not in ("pool", *HOW_AXES))
 
 COLUMNS = ["pool", *WORKLOAD_AXES, "dtype", "variant", "batch_size", "throughput_mean", "latency_ms_p50",
-           "latency_ms_p99", "tflops_achieved", "pct_peak_measured", "runner_up", "margin_pct", "noise_pct", "verdict"]
+           "latency_ms_p99", "tflops_achieved", "pct_peak_measured", "accuracy_top1_agreement", "accuracy_max_abs_diff",
+           "runner_up", "margin_pct", "noise_pct", "verdict"]
 
 
 def describe(row) -> str:
@@ -62,6 +66,25 @@ def fastest_ways(frame: pd.DataFrame, budget_ms: float | None = None) -> pd.Data
                        verdict="fastest" if margin > noise else "ties with the runner-up within noise")
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def best_vs_best(frame: pd.DataFrame, baseline: str, budget_ms: float | None = None) -> list[str]:
+    """Per other pool and batch size (and workload): its fastest VALID cell against the baseline's
+    fastest at the same batch size, each naming the stack (dtype and runtime) it ran on."""
+    best = candidates(frame, budget_ms).drop_duplicates(["pool", *WORKLOAD_AXES, "batch_size"])
+    keys = [*WORKLOAD_AXES, "batch_size"]
+    base = best[best["pool"] == baseline].set_index(keys)
+    lines = []
+    for _, row in best[best["pool"] != baseline].iterrows():
+        key = tuple(row[k] for k in keys)
+        if key not in base.index:
+            continue
+        ref = base.loc[key]
+        ratio = row["throughput_mean"] / ref["throughput_mean"]
+        lines.append(f"Batch size {int(row['batch_size'])}: {display_name(row['pool'])} on {row['dtype']} {row['variant']} "
+                     f"runs {ratio:.2f}x the throughput of {display_name(baseline)} on {ref['dtype']} {ref['variant']} "
+                     f"({row['throughput_mean']:.4g} vs {ref['throughput_mean']:.4g} items/s).")
+    return lines
 
 
 def sentence(row, shown: tuple = WORKLOAD_AXES) -> str:

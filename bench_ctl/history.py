@@ -33,7 +33,8 @@ TEXT_COLUMNS = {"run_id", "cell_id", "label", "device", "pool", "dtype", "varian
                 "invalid_reason", "host", "worker", "fingerprint_id", "weights"}
 # What the cells table adds to the frame: the run and the host's software.
 RUN_COLUMNS = ["model", "created"]
-VERSION_COLUMNS = ["torch", "transformers", "cuda_version", "gpu_driver", "gpu_name"]
+# What changes a number without the model changing: kept per cell and per fingerprint (runtimes included).
+VERSION_COLUMNS = ["torch", "transformers", "cuda_version", "gpu_driver", "gpu_name", "onnxruntime", "openvino"]
 
 
 class HistoryError(BenchError):

@@ -11,7 +11,7 @@ from bench_protocol.metrics import metric
 
 from .compare import noise_pct
 from .document import MORE_ROWS, Bullets, Document, Heading, HtmlOnly, Image, Para, Table
-from .fastest import WORKLOAD_AXES, candidates, fastest_ways, sentence, winner
+from .fastest import WORKLOAD_AXES, best_vs_best, candidates, fastest_ways, sentence, winner
 from .frame import CV_THRESHOLD
 from .labels import column_prefix, display_name, is_gpu_pool, model_display
 from .tables import (
@@ -152,8 +152,17 @@ def _speedup_sentences(table: pd.DataFrame, cells: pd.DataFrame, pools: list[str
                 sub = f"The maximum throughput improvement of {s[imax]:.2f}x is achieved at batch size {_fmt_bs(bs[imax])}."
                 if best is None or avg > best[0]:
                     best = (avg, other, noise)
-            items.append((head, [sub]))
+            items.append((head, [sub, *_stack_note(cells)]))
     return items, best
+
+
+def _stack_note(cells: pd.DataFrame) -> list[str]:
+    """Which stack the compared cells ran on, where it is not PyTorch eager in fp32 (the seed's)."""
+    stacks = sorted({(d, v) for d, v in zip(cells["dtype"], cells["variant"])})
+    if stacks == [("fp32", "eager")] or not stacks:
+        return []
+    return [f"Every pool measured on {', '.join(f'{d} {v}' for d, v in stacks)}; Best vs best (after the Conclusion) "
+            "sets each pool's fastest stack against the others'."]
 
 
 def _recommendation(cells: pd.DataFrame, budget_ms: float | None) -> str | None:
@@ -316,7 +325,7 @@ def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tab
     if len(frame) > LARGE_SWEEP:
         _sweep_summary(d, frame, pools, baseline, combos)
     _comparison_and_conclusion(d, frame, pools, baseline, budget, fastest, combos)
-    _beyond_the_seed(d, doc, frame, budget, fastest)
+    _beyond_the_seed(d, doc, frame, budget, fastest, baseline)
     if images:
         d.add(Heading(2, "Plots"), *images)
     return d
@@ -405,13 +414,23 @@ def _comparison_and_conclusion(d: Document, frame: pd.DataFrame, pools: list[str
         d.add(Para(" ".join(sentence(row, workload) for _, row in fastest.iterrows())))
 
 
-def _beyond_the_seed(d: Document, doc: dict, frame: pd.DataFrame, budget: float | None, fastest: pd.DataFrame) -> None:
+def _beyond_the_seed(d: Document, doc: dict, frame: pd.DataFrame, budget: float | None, fastest: pd.DataFrame,
+                     baseline: str) -> None:
     """The fastest way, how close to the hardware, and the details of every cell."""
+    accuracy = ["accuracy_top1_agreement", "accuracy_max_abs_diff"]  # records from before accuracy have none
+    shown = fastest.drop(columns=[c for c in accuracy if fastest[c].isna().all()])
     d.add(Heading(2, "Fastest way to run it"),
-          Para("Per pool: the dtype, variant and batch size of the highest throughput among VALID cells"
+          Para("Per pool: the dtype, variant (runtime) and batch size of the highest throughput among VALID cells"
                + (f" whose p99 latency fits {budget:g} ms" if budget is not None else "")
-               + "; a winner is named only where it beats the runner-up beyond the noise of both."),
-          Table(fastest.rename(columns=AXIS_HEADERS), floatfmt=".4g", md_rows=MD_ROWS))
+               + "; a winner is named only where it beats the runner-up beyond the noise of both. A cell whose outputs "
+               "left its fp32 eager reference is INVALID, so it never wins."),
+          Table(shown.rename(columns=AXIS_HEADERS), floatfmt=".4g", md_rows=MD_ROWS))
+    pairs = best_vs_best(frame, baseline, budget)
+    if pairs and frame["pool"].nunique() > 1:
+        d.add(Heading(3, "Best vs best"),
+              Para("Each pool's fastest VALID cell against the baseline's fastest at the same batch size, whatever stack "
+                   "each ran on (the Performance Comparison above compares like with like)."),
+              Bullets(pairs, md_items=MD_ROWS))
     d.add(Heading(2, "How close to the hardware"),
           Para("FLOPs per forward counted by torch's FlopCounterMode outside the timed window; TFLOP/s = FLOPs / mean "
                "latency; peak_measured = the device's best square-GEMM rate in the cell's dtype, measured by the worker; "

@@ -4,7 +4,7 @@ task per cell (by name, routed to its pool's queue)."""
 from __future__ import annotations
 
 from bench_protocol.broker import ping_broker
-from bench_protocol.celery_app import make_app, max_time_limit, redelivery_timeout
+from bench_protocol.celery_app import make_app
 from bench_protocol.errors import BrokerError, NoLiveWorker, SendError, SpecError
 from bench_protocol.recovery import send_cells
 from bench_protocol.spec import RunSpec
@@ -17,6 +17,17 @@ def pools_without_workers(store: ControllerStore, pools: list[str]) -> list[str]
     return [p for p in pools if p not in live]
 
 
+def variants_no_worker_runs(store: ControllerStore, spec: RunSpec) -> list[str]:
+    """'pool: variant' for every variant of the run that no live worker of a pool lists among the
+    runtimes it can run (workers from before runtimes were listed are taken to run PyTorch's)."""
+    torch_runtimes = ["eager", "compile", "cudagraph"]
+    can: dict[str, set[str]] = {}
+    for w in store.live_workers():
+        can.setdefault(w.get("pool"), set()).update(w.get("runtimes") or torch_runtimes)
+    return [f"{pool}: {variant}" for pool in spec.pools if pool in can
+            for variant in spec.variants if variant not in can[pool]]
+
+
 def shared_hosts(store: ControllerStore, pools: list[str]) -> dict[str, list[str]]:
     """Hosts whose live workers serve more than one of ``pools``: their cells will overlap."""
     by_host: dict[str, set[str]] = {}
@@ -27,19 +38,22 @@ def shared_hosts(store: ControllerStore, pools: list[str]) -> dict[str, list[str
 
 
 def submit(store: ControllerStore, spec: RunSpec, allow_missing: bool = False) -> str:
-    kind = store.broker.kind
-    if spec.rules.time_limit > max_time_limit(kind):
-        _, setting = redelivery_timeout(kind)
-        raise SpecError(f"time limit {spec.rules.time_limit:g}s is above {max_time_limit(kind):g}s: {setting} "
+    limit, setting = store.settings.max_time_limit(), store.settings.redelivery_timeout()[1]
+    if spec.rules.time_limit > limit:
+        raise SpecError(f"time limit {spec.rules.time_limit:g}s is above {limit:g}s: {setting} "
                         "must exceed every cell's hard time limit (raise it on the broker and every host)")
     missing = pools_without_workers(store, spec.pools)
     if missing and not allow_missing:
         raise NoLiveWorker(f"no live worker for pool{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                            "(start bench-worker there, or pass --allow-missing to queue anyway)")
+    unrunnable = variants_no_worker_runs(store, spec)
+    if unrunnable:
+        raise SpecError(f"no live worker can run {'; '.join(unrunnable)} (its library is not installed there: "
+                        "pip install 'benchctl[ort]' or 'benchctl[openvino]' on the worker)")
     ping_broker(store.broker)  # before the run is recorded: an unreachable broker leaves nothing behind
     cells = spec.cells()
     store.create_run(spec.run_id, spec.to_dict(), [c.cell_id for c in cells])
-    app = make_app(store.broker, results=False)
+    app = make_app(store.settings, results=False)
     try:
         with app.producer_or_acquire() as producer:
             send_cells(app, cells, producer)

@@ -149,3 +149,25 @@ def test_a_cell_below_the_accuracy_tolerance_is_invalid_and_never_the_fastest_wa
     assert noisy["valid"] == False and "62.0% of top-1 labels agree" in noisy["invalid_reason"]  # noqa: E712
     way = fastest_ways(frame)
     assert way[way["pool"] == "cpu"].iloc[0]["variant"] == "eager"
+
+
+def test_submit_refuses_a_runtime_no_live_worker_of_the_pool_can_run(redis_server, workers, tiny_model):
+    """A real worker lists the runtimes it can run; one registered as a host without ONNX Runtime
+    would list only PyTorch's: submit refuses before anything is queued."""
+    import json
+
+    from conftest import benchctl
+
+    from bench_protocol import keys
+
+    r = redis_server.client()
+    w = workers(redis_server.url, device="cpu", queue="cpu", name="cpu-rt@test", client=r)
+    listed = [json.loads(line) for line in benchctl("workers", "--broker", redis_server.url, "--json").stdout.splitlines()]
+    assert set(runtimes.installed()) <= set(listed[0]["runtimes"]) and "ort" in listed[0]["runtimes"]
+    # The same worker as a host without ONNX Runtime would describe itself.
+    info = json.loads(r.get(keys.worker(w.name)))
+    r.set(keys.worker(w.name), json.dumps({**info, "runtimes": ["eager", "compile", "cudagraph"]}), ex=60)
+    res = benchctl("submit", "--devices", "cpu", "--batch-sizes", "1", "--seq-lens", "16", "--variants", "eager,ort",
+                   "--model", str(tiny_model), "--broker", redis_server.url)
+    assert res.returncode == 2 and "no live worker can run cpu: ort" in res.stderr and "benchctl[ort]" in res.stderr
+    assert "Traceback" not in res.stderr and r.zcard(keys.RUNS) == 0  # nothing recorded, nothing queued
