@@ -58,8 +58,10 @@ def _validity(rec: dict, overlaps: dict[str, str]) -> tuple[bool | None, str | N
         reasons.append(f"too few iterations: {rec['shortfall']}")
     lat = rec.get("metrics", {}).get("latency_ms", {})
     cv = lat.get("cv")
+    busy = (rec.get("trackers", {}).get("host_load") or {}).get("busy")
     if cv is not None and cv > CV_THRESHOLD:
-        reasons.append(f"latency CV {cv:.1%} above {CV_THRESHOLD:.0%}")
+        # A spread with a busy host has its likely cause named.
+        reasons.append(f"latency CV {cv:.1%} above {CV_THRESHOLD:.0%}" + (f" (host busy: {busy})" if busy else ""))
     trackers = rec.get("trackers", {})
     # Memory must be there; a GPU without a power reading (a MIG slice, many containers) keeps
     # its latency VALID and its power columns say "not measured" with the tracker's reason.

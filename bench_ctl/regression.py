@@ -8,7 +8,7 @@ import pandas as pd
 
 from bench_protocol.spec import AXES
 
-from .compare import noise_pct
+from .compare import INVALID, noise_pct
 
 KEY = [*AXES, "fingerprint_id"]
 
@@ -16,14 +16,15 @@ KEY = [*AXES, "fingerprint_id"]
 def against_history(candidate: pd.DataFrame, past: pd.DataFrame, last: int) -> pd.DataFrame:
     """``candidate``: the run's frame; ``past``: history cells of the same model from other runs."""
     new = candidate[candidate["status"] == "ok"]
-    old = past[past["status"] == "ok"]
+    # INVALID past cells are no baseline; an INVALID candidate cell is listed, not judged.
+    old = past[(past["status"] == "ok") & (past["valid"] != 0) & (past["valid"] != False)]  # noqa: E712
     # The last N runs per cell coordinates and fingerprint, newest first.
     old = old.sort_values("created", ascending=False).groupby(KEY, dropna=False).head(last)
     base = old.groupby(KEY, dropna=False).agg(
         latency_ms_mean_old=("latency_ms_mean", "median"), throughput_mean_old=("throughput_mean", "median"),
         latency_spread=("latency_ms_mean", lambda s: s.std(ddof=1) / s.median() if len(s) > 1 else 0.0),
         latency_cv_old=("latency_cv", "median"), runs=("run_id", "nunique")).reset_index()
-    both = new[KEY + ["latency_ms_mean", "throughput_mean", "latency_cv"]].merge(base, on=KEY)
+    both = new[KEY + ["latency_ms_mean", "throughput_mean", "latency_cv", "valid"]].merge(base, on=KEY)
     both = both.rename(columns={"latency_ms_mean": "latency_ms_mean_new", "throughput_mean": "throughput_mean_new"})
     both["latency_change_pct"] = 100 * (both["latency_ms_mean_new"] / both["latency_ms_mean_old"] - 1)
     both["throughput_change_pct"] = 100 * (both["throughput_mean_new"] / both["throughput_mean_old"] - 1)
@@ -32,6 +33,9 @@ def against_history(candidate: pd.DataFrame, past: pd.DataFrame, last: int) -> p
                                    200 * both["latency_spread"].fillna(0))
     beyond = both["latency_change_pct"].abs() > both["noise_pct"]
     both["verdict"] = np.where(~beyond, "within noise", np.where(both["latency_change_pct"] > 0, "REGRESSION", "improvement"))
+    untrusted = (both["valid"] == 0) | (both["valid"] == False)  # noqa: E712
+    both.loc[untrusted, "verdict"] = INVALID
+    both = pd.concat([both[~untrusted], both[untrusted]])
     return both[[*AXES, "runs", "latency_ms_mean_old", "latency_ms_mean_new", "latency_change_pct",
                  "throughput_mean_old", "throughput_mean_new", "throughput_change_pct", "noise_pct", "verdict"]]
 

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from bench_protocol.accuracy import DEFAULT_AGREEMENT
-from bench_protocol.metrics import metric
+from bench_protocol.metrics import UNSTABLE_PCT, metric
 
 from .compare import noise_pct
 from .document import MORE_ROWS, Bullets, Document, Heading, HtmlOnly, Image, Para, Table
@@ -437,6 +437,12 @@ def _beyond_the_seed(d: Document, doc: dict, frame: pd.DataFrame, budget: float 
                "peak_spec = the GPU's spec-sheet dense rate where known; GB/s = weight bytes / mean latency against the "
                "measured copy bandwidth; FLOP/byte = FLOPs / weight bytes."),
           Table(efficiency_table(frame), floatfmt=".4g", md_rows=MD_ROWS))
+    moved = frame[frame["peak_spread_pct"] > UNSTABLE_PCT]
+    if len(moved):
+        where = sorted({f"{display_name(p)} {d} ({s:.0f}%)" for p, d, s in
+                        zip(moved["pool"], moved["dtype"], moved["peak_spread_pct"])})
+        d.add(Para(f"Unstable ceiling: the measured GEMM peak of {', '.join(where)} moved more than {UNSTABLE_PCT:.0f}% "
+                   "between its rounds (peak_spread_%), so its % of peak is approximate."))
     d.add(Heading(2, "Details"), Heading(3, "Latency distribution, tokens/s, energy and validity"))
     detail = detail_table(frame)
     d.add(Table(detail, floatfmt=".4g", md_rows=MD_ROWS) if len(detail) else Para("No cell was measured successfully."))

@@ -62,6 +62,9 @@ class Metric:
 
 
 _LAT, _TTFT, _DEC = "latency_ms", "ttft_ms", "decode_ms_per_token"
+# A measured ceiling whose spaced rounds differ by more than this (peak_spread_pct) is flagged
+# wherever % of peak is shown: a % of an unstable ceiling is approximate.
+UNSTABLE_PCT = 10.0
 
 # In the tidy frame's order. FLOPs and ceilings: bench_workers/roofline.py.
 METRICS = (
@@ -93,6 +96,7 @@ METRICS = (
     Metric("tflops_achieved", "TFLOP/s", False, "TFLOP/s", ("details", "efficiency")),
     Metric("peak_tflops_measured", "TFLOP/s", None, "peak_measured", ("efficiency",)),
     Metric("pct_peak_measured", "%", False, "%_peak_measured", ("efficiency",)),
+    Metric("peak_spread_pct", "%", True, "peak_spread_%", ("efficiency",), sparse=True),
     Metric("peak_tflops_spec", "TFLOP/s", None, "peak_spec", ("efficiency",)),
     Metric("pct_peak_spec", "%", False, "%_peak_spec", ("efficiency",)),
     Metric("weight_bytes", "bytes", None, "weight_bytes"),
@@ -109,6 +113,10 @@ METRICS = (
     Metric("transfer_h2d_ms", "ms", True, "h2d_ms", ("details",), gpu_only=True),
     Metric("transfer_d2h_ms", "ms", True, "d2h_ms", ("details",), gpu_only=True),
     Metric("gpu_sm_clock_mhz_mean", "MHz", None, "sm_mhz", ("details",), gpu_only=True),
+    # How busy the host was during the window (bench_workers/trackers/host_load.py).
+    Metric("host_other_cpu_share", "share", True, "others_cpu", ("details",), sparse=True),
+    Metric("host_steal_share", "share", True, "steal", (), sparse=True),
+    Metric("host_load_1m", "", True, "load_1m", (), sparse=True),
     # Against the fp32 eager reference on the same worker (bench_workers/accuracy.py).
     Metric("accuracy_top1_agreement", "share", False, "top1_agree", ("details",), sparse=True),
     Metric("accuracy_max_abs_diff", "logit", True, "max_abs_diff", ("details",), sparse=True),

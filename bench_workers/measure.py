@@ -28,6 +28,7 @@ from .timers import sync_for, timer_for
 from .trackers.gpu_clocks import GpuClockTracker
 from .trackers.gpu_memory import CudaMemoryTracker, start_cell
 from .trackers.gpu_power import NvmlPowerTracker
+from .trackers.host_load import HostLoadTracker
 from .trackers.latency import LatencyTracker
 from .trackers.rapl import RaplTracker
 from .trackers.rss import PeakRssTracker
@@ -38,7 +39,7 @@ log = logging.getLogger("benchctl.measure")
 
 # What a tracker says about itself (kept under "trackers"); the rest of its result are metrics.
 TRACKER_STATUS_KEYS = ("available", "reason", "method", "energy_method", "power_method", "approximate",
-                       "throttle_reasons", "throttled", "power_capped")
+                       "throttle_reasons", "throttled", "power_capped", "busy")
 
 
 class CellTimeout(Exception):
@@ -135,7 +136,7 @@ def _device(torch, name: str):
 
 
 def _trackers(torch, device, latency: LatencyTracker, sync, gpu_baseline_mb, torch_allocator: bool = True) -> list:
-    trackers = [latency, PeakRssTracker(), RaplTracker()]
+    trackers = [latency, PeakRssTracker(), RaplTracker(), HostLoadTracker()]
     if device.type == "cuda":
         pynvml, handle, reason = cuda_device.nvml_handle(torch, device)
         trackers.append(CudaMemoryTracker(torch, device, handle, pynvml, baseline_mb=gpu_baseline_mb,

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import time
 
+from bench_protocol.metrics import UNSTABLE_PCT
+
 from .dtypes import torch_dtype
 
 # Square GEMM sizes: large enough to reach the device's rate, small enough to take seconds.
 GEMM_SIZES = {"cpu": (512, 1024, 2048), "cuda": (2048, 4096, 8192), "mps": (1024, 2048, 4096)}
 COPY_BYTES = {"cpu": 256 << 20, "cuda": 1 << 30, "mps": 256 << 20}
-REPEATS = 5  # best of this many timed repetitions per size
+REPEATS = 2  # best of this many timed calls per size, in each round
+ROUNDS = 3  # spaced rounds over every size: the best is kept, the spread between rounds recorded
+ROUND_GAP_S = 0.1  # between rounds, so one burst of another process does not sit in all of them
+
 BUDGET_S = 1.5  # a size stops repeating after this long (a slow emulated dtype still ends in seconds)
 
 
@@ -49,8 +54,25 @@ def _timed(torch, device, fn, repeats: int) -> float:
     return best
 
 
-def gemm_peak(torch, device, dtype: str) -> dict:
-    """Best TFLOP/s of ``a @ b`` over the device's sizes, in ``dtype``."""
+def spread_pct(values: list[float]) -> float:
+    """How far apart the rounds of a ceiling were: (best - worst) / best, in %."""
+    return 100.0 * (max(values) - min(values)) / max(values) if values and max(values) > 0 else 0.0
+
+
+def gemm_peak(torch, device, dtype: str, rounds: int = ROUNDS) -> dict:
+    """Best TFLOP/s of ``a @ b`` over the device's sizes, in ``dtype``: the best of ``rounds``
+    spaced rounds, with each round's best kept to say how stable the ceiling was."""
+    results = []
+    for i in range(rounds):
+        if i:
+            time.sleep(ROUND_GAP_S)
+        results.append(_gemm_round(torch, device, dtype))
+    best = max(results, key=lambda r: r["tflops"])
+    return {**best, "rounds_tflops": [r["tflops"] for r in results],
+            "spread_pct": spread_pct([r["tflops"] for r in results])}
+
+
+def _gemm_round(torch, device, dtype: str) -> dict:
     tdtype = torch_dtype(torch, dtype)
     best = {"tflops": 0.0, "size": None}
     for n in GEMM_SIZES.get(device.type, GEMM_SIZES["cpu"]):
@@ -73,8 +95,18 @@ def gemm_peak(torch, device, dtype: str) -> dict:
     return best
 
 
-def copy_bandwidth(torch, device) -> float:
-    """Best GB/s of a device-to-device copy, counting the bytes read and the bytes written. On a
+def copy_bandwidth(torch, device, rounds: int = ROUNDS) -> dict:
+    """Best GB/s of a device-to-device copy over spaced rounds, and the rounds' spread."""
+    results = []
+    for i in range(rounds):
+        if i:
+            time.sleep(ROUND_GAP_S)
+        results.append(_copy_round(torch, device))
+    return {"gbps": max(results), "rounds_gbps": results, "spread_pct": spread_pct(results)}
+
+
+def _copy_round(torch, device) -> float:
+    """GB/s of a device-to-device copy, counting the bytes read and the bytes written. On a
     GPU one copy is a fraction of a millisecond: a burst is timed, as for the GEMM."""
     n = COPY_BYTES.get(device.type, COPY_BYTES["cpu"]) // 4
     src = torch.ones(n, dtype=torch.float32, device=device)
@@ -108,15 +140,19 @@ class DevicePeaks:
             from .cuda_device import free_cached
 
             free_cached(torch)  # the ceilings' gigabytes go back, not into the next cell's peak
-        g = self._gemm[key]
+        g, c = self._gemm[key], self._copy[key[::2]]
+        unstable = [f"{what} ceiling moved {spread:.0f}% between rounds" for what, spread in
+                    (("GEMM", g["spread_pct"]), ("copy", c["spread_pct"])) if spread > UNSTABLE_PCT]
         tf32 = {}
         if device.type == "cuda":
             from .cuda_device import tf32_state
 
             tf32 = {"tf32": tf32_state(torch)}  # an fp32 GEMM under TF32 is a TF32 ceiling
-        return {**tf32,"gemm_tflops": g["tflops"], "gemm_dtype": dtype, "gemm_size": g["size"], "gemm_seconds": g["seconds"],
-                "copy_gbps": self._copy[key[::2]],
-                "method": "best of square torch.matmul sizes "
+        return {**tf32, "gemm_tflops": g["tflops"], "gemm_dtype": dtype, "gemm_size": g["size"], "gemm_seconds": g["seconds"],
+                "gemm_rounds_tflops": g["rounds_tflops"], "gemm_spread_pct": g["spread_pct"],
+                "copy_gbps": c["gbps"], "copy_rounds_gbps": c["rounds_gbps"], "copy_spread_pct": c["spread_pct"],
+                **({"unstable": "; ".join(unstable)} if unstable else {}),
+                "method": f"best of {ROUNDS} spaced rounds of square torch.matmul sizes "
                           f"{', '.join(map(str, GEMM_SIZES.get(device.type, GEMM_SIZES['cpu'])))}; "
                           "best device-to-device copy (read + write bytes)"}
 

@@ -23,6 +23,7 @@ def efficiency_metrics(flops: int | None, weight_bytes: int | None, mean_ms: flo
         "flops_per_item": flops / batch_size if flops else None,
         "tflops_achieved": tflops,
         "peak_tflops_measured": peaks.get("gemm_tflops"),
+        "peak_spread_pct": peaks.get("gemm_spread_pct"),
         "pct_peak_measured": _pct(tflops, peaks.get("gemm_tflops")),
         "peak_tflops_spec": spec.get("spec_tflops"),
         "pct_peak_spec": _pct(tflops, spec.get("spec_tflops")),

@@ -41,7 +41,8 @@ def listed(history, *extra):
 
 
 def slower(src, dst, factor=2.0, run_id="20261201-000000-5l0wed"):
-    """The same records, made slower on purpose (latency x factor), under a new run id."""
+    """The same records, made slower on purpose (latency x factor), under a new run id, with the
+    spread of a quiet host: a trusted number (an INVALID cell is never judged a regression)."""
     doc = load_json(src)
     doc["run"]["run_id"] = run_id
     doc["run"]["created"] += 60
@@ -50,7 +51,11 @@ def slower(src, dst, factor=2.0, run_id="20261201-000000-5l0wed"):
         rec["cell_id"] = run_id + rec["cell_id"][len(rec["cell_id"].split(":")[0]):]
         if rec["status"] == "ok":
             rec["metrics"]["latency_ms"]["mean"] *= factor
+            rec["metrics"]["latency_ms"]["cv"] = 0.01
             rec["metrics"]["throughput_mean"] /= factor
+            rec["shortfall"] = None
+            for tracker in rec.get("trackers", {}).values():
+                tracker.pop("busy", None)
     dst.write_text(json.dumps(doc))
     return dst
 
@@ -70,6 +75,10 @@ def history_roundtrip(history, tiny_model, tmp_path):
     assert len(listed(history, "--model", str(tiny_model), "--pool", "cpu", "--since", "1d")) == 2
     assert listed(history, "--model", "another/model") == []
 
+    # A trusted copy of the newest run joins the history (an INVALID cell is no baseline: on a
+    # loaded machine the tiny model's measured cells may be INVALID).
+    baseline = slower(second / "results.json", tmp_path / "baseline.json", factor=1.0, run_id="20261201-000000-ba5e11")
+    assert cli(history, "report", str(baseline), "--out", str(tmp_path / "baseline")).returncode == 0
     # A run made slower on purpose is flagged against the history; an unchanged rerun passes.
     # A hundred times slower than the newest run: beyond the noise of a tiny model's cells even
     # on a loaded machine (two runs there can differ tenfold, so the history's spread is left out).
