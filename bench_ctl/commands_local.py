@@ -20,6 +20,7 @@ def run(
     spec: RunSpec,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output directory (default results/RUN_ID)")] = None,
     no_history: NoHistory = False,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch threads for every cell (default: torch's choice)")] = None,
 ):
     """Measure every cell here, in this process, with no broker; write results and the report."""
     from bench_ctl.embedded_run import run_here
@@ -27,7 +28,9 @@ def run(
 
     for device in spec.pools:
         check_torch_device(device)
-    written, doc = run_here(spec, out or Path("results") / spec.run_id)
+    if threads is not None:
+        check_number(threads, "--threads", 1, 4096, integer=True)
+    written, doc = run_here(spec, out or Path("results") / spec.run_id, threads)
     typer.echo(f"report: {written['report.md']}")
     typer.echo(f"html:   {written['report.html']}")
     typer.echo(f"data:   {written['results.json']}")

@@ -13,8 +13,9 @@ from bench_protocol.spec import CELL_AXES, RunSpec
 from .outdir import check_out_dir, make_out_dir, write_atomic
 
 
-def run_here(spec: RunSpec, out: Path) -> tuple[dict[str, Path], dict]:
-    """Measure, save, render: (the files written, the results document)."""
+def run_here(spec: RunSpec, out: Path, threads: int | None = None) -> tuple[dict[str, Path], dict]:
+    """Measure, save, render: (the files written, the results document). ``threads``: torch's
+    intra-op threads for every cell (as ``bench-worker --threads``)."""
     check_out_dir(out)
     try:
         from bench_workers.embedded import run_embedded
@@ -35,7 +36,7 @@ def run_here(spec: RunSpec, out: Path) -> tuple[dict[str, Path], dict]:
             progress.console.print(f"  {where}: {status}")
             progress.advance(task)
 
-        records, fingerprints = run_embedded(spec, on_cell)
+        records, fingerprints = run_embedded(spec, on_cell, threads)
     run = {"run_id": spec.run_id, "spec": spec.to_dict(), "created": created, "finished": time.time(),
            "mode": "embedded", "status": "finished"}
     doc = results_document(run, records, fingerprints)

@@ -9,9 +9,13 @@ from .fingerprint import host_fingerprint
 from .measure import ModelCache, measure_cell
 
 
-def run_embedded(spec: RunSpec, on_cell=None) -> tuple[list[dict], dict]:
-    """Measure every cell; return (records, fingerprints by id). ``on_cell(record)`` after each."""
+def run_embedded(spec: RunSpec, on_cell=None, threads: int | None = None) -> tuple[list[dict], dict]:
+    """Measure every cell; return (records, fingerprints by id). ``on_cell(record)`` after each;
+    ``threads``: torch's intra-op threads (default: torch's choice)."""
     import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     fingerprints: dict = {}
     records: list[dict] = []

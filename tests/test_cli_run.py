@@ -104,3 +104,16 @@ def test_lower_precision_is_compared_with_fp32(tiny_run):
     out, _ = tiny_run
     md = (out / "report.md").read_text()
     assert "### Lower precision against fp32" in md and "speedup_bf16_vs_fp32" in md
+
+
+def test_run_takes_threads_as_workers_do(models_dir, tmp_path):
+    out = tmp_path / "one-thread"
+    res = benchctl("run", "--devices", "cpu", "--batch-sizes", "1", "--seq-lens", "16", "--model", str(models_dir / "tiny"),
+                   *FAST, "--threads", "1", "--no-history", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    doc = load_json(out / "results.json")
+    assert {c["torch_threads"] for c in doc["cells"]} == {1}
+    assert {fp["torch_threads"] for fp in doc["fingerprints"].values()} == {1}
+    bad = benchctl("run", "--devices", "cpu", "--threads", "0", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--threads" in bad.stderr
+    assert not (tmp_path / "bad").exists()
