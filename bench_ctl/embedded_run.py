@@ -17,11 +17,14 @@ def run_here(spec: RunSpec, out: Path, threads: int | None = None) -> tuple[dict
     """Measure, save, render: (the files written, the results document). ``threads``: torch's
     intra-op threads for every cell (as ``bench-worker --threads``)."""
     check_out_dir(out)
-    try:
+    try:  # torch itself too: the worker side imports it only when it measures
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+
         from bench_workers.embedded import run_embedded
     except ImportError as exc:
-        raise BenchError(f"benchctl run measures in this process and needs the worker extra ({exc.name} is missing): "
-                         "pip install 'benchctl[worker]'") from None
+        raise BenchError(f"benchctl run measures in this process and needs the worker extra ({exc.name or exc} is "
+                         "missing): pip install 'benchctl[worker]'") from None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     created = time.time()

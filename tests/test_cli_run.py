@@ -117,3 +117,17 @@ def test_run_takes_threads_as_workers_do(models_dir, tmp_path):
     bad = benchctl("run", "--devices", "cpu", "--threads", "0", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--threads" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_run_on_a_controller_only_install_is_one_line(tmp_path):
+    """No torch importable (a shim stands for a controller-only install): one line naming the extra."""
+    from conftest import worker_env
+
+    shim = tmp_path / "no-torch"
+    shim.mkdir()
+    (shim / "torch.py").write_text("raise ModuleNotFoundError('No module named torch', name='torch')\n")
+    res = benchctl("run", "--devices", "cpu", "--batch-sizes", "1", "--out", str(tmp_path / "out"),
+                   env=worker_env(PYTHONPATH=str(shim)))
+    assert res.returncode == 2 and "Traceback" not in res.stderr and res.stderr.count("\n") == 1
+    assert "pip install 'benchctl[worker]'" in res.stderr and "torch is missing" in res.stderr
+    assert not (tmp_path / "out").exists()
