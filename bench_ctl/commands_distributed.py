@@ -12,7 +12,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from bench_protocol.broker import BrokerConfig
 from bench_protocol.errors import BenchError, CorruptRecord, SpecError
 from bench_protocol.numeric import check_number
 from bench_protocol.records import SETTLED, CellState
@@ -39,11 +38,12 @@ def _check_waits(timeout: float, keep_days: float) -> None:
 
 
 def _store(broker: Optional[str], store: Optional[str] = None):
-    from bench_protocol import celery_app  # noqa: F401  (its settings come from the environment, checked on import)
+    """The store of this command's settings, resolved once (flags, environment, defaults)."""
+    from bench_protocol.settings import Settings
 
     from .store import ControllerStore
 
-    return ControllerStore(BrokerConfig.resolve(broker, store))
+    return ControllerStore(Settings.resolve(broker, store))
 
 
 def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: bool, quiet: bool = False,
@@ -66,7 +66,9 @@ def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: b
         plotter.abandon()
     for m in doc["missing"]:
         typer.echo(f"missing: {m['cell_id']} ({m['state']}{': ' + m['error'] if m.get('error') else ''})", err=True)
-    typer.echo(f"report: {written['report.md']}")
+    typer.echo(f"report: {written['report.md']}")  # the same three lines as `benchctl run`
+    typer.echo(f"html:   {written['report.html']}")
+    typer.echo(f"data:   {written['results.json']}")
     if keep_days > 0 and not any(m["state"] != CellState.CANCELLED for m in doc["missing"]):
         try:
             store.expire_run(run_id, keep_days * 86400)  # complete and collected: Redis keeps it keep_days more
@@ -143,7 +145,13 @@ def submit(
     for host, pools in shared_hosts(store, spec.pools).items():
         typer.echo(f"benchctl: warning: pools {', '.join(pools)} share host {host}: cells measured there at the same "
                    "time disturb each other and are marked INVALID", err=True)
+    from .submit import pools_without_workers
+
+    waiting = pools_without_workers(store, spec.pools) if allow_missing else []
     run_id = do_submit(store, spec, allow_missing)
+    for pool in waiting:
+        typer.echo(f"benchctl: warning: pool {pool} has no live worker: its cells wait in its queue until a "
+                   f"bench-worker of that pool starts", err=True)
     if json_:
         typer.echo(json.dumps({"run_id": run_id, "cells": [c.cell_id for c in spec.cells()]}))
     else:
@@ -225,7 +233,9 @@ def workers(broker: Broker = None,
         return
     for w in rows:
         state = f"busy ({w['current']})" if w.get("current") else "idle"
-        typer.echo(f"{w['name']}  pool={w['pool']}  device={w['device']}  host={w['hostname']}  {state}\n    {w['summary']}")
+        runs_on = f"\n    runtimes: {', '.join(w['runtimes'])}" if w.get("runtimes") else ""
+        typer.echo(f"{w['name']}  pool={w['pool']}  device={w['device']}  host={w['hostname']}  {state}\n    {w['summary']}"
+                   + runs_on)
 
 
 @app.command()

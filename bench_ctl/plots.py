@@ -147,15 +147,25 @@ def speedup(frame: pd.DataFrame, baseline: str, plt, batch_axis, save) -> None:
     """Throughput of every other pool over the baseline's, per batch size."""
     ok = frame[(frame["status"] == "ok") & (frame["pool"] != baseline)]
     index = [*COMBO_AXES, "batch_size"]
-    base = frame[(frame["status"] == "ok") & (frame["pool"] == baseline)].set_index(index)["throughput_mean"]
-    ratios = ok.assign(speedup=(ok.set_index(index)["throughput_mean"] / base).reindex(
-        pd.MultiIndex.from_frame(ok[index])).to_numpy())
+    base_cells = frame[(frame["status"] == "ok") & (frame["pool"] == baseline)].set_index(index)
+    base = base_cells["throughput_mean"]
+    aligned = pd.MultiIndex.from_frame(ok[index])
+    # A ratio is as trustworthy as the less trustworthy of its two cells.
+    base_invalid = (base_cells["valid"] == False).reindex(aligned).fillna(False).to_numpy()  # noqa: E712
+    ratios = ok.assign(speedup=(ok.set_index(index)["throughput_mean"] / base).reindex(aligned).to_numpy(),
+                       valid=ok["valid"].where(~base_invalid, False))
     series = list(_series(ratios, "speedup"))
     if not series:
         return
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    crossed = False
     for _, label, g in series:
         ax.plot(g["batch_size"], g["speedup"], marker="o" if len(g) <= MARKED_POINTS else None, label=f"{label} / {display_name(baseline)}")
+        bad = g[g["valid"] == False]  # noqa: E712 (object column)
+        if len(bad):  # INVALID on either side: a red cross over the point
+            ax.scatter(bad["batch_size"], bad["speedup"], marker="x", s=80, color="red", zorder=4,
+                       label=None if crossed else "INVALID")
+            crossed = True
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     batch_axis(ax)
     ax.set_ylabel(f"throughput speedup over {column_prefix(baseline)} (x)")
@@ -210,10 +220,19 @@ def trend_plot(cells: pd.DataFrame, path: Path, title: str) -> None:
     cells = cells.sort_values("created")
     when = cells["created"].map(lambda t: dt.datetime.fromtimestamp(t, dt.timezone.utc))
     cells = cells.assign(when=when)
+    crossed = False
     for key, g in cells.groupby(["host", "fingerprint_id", "batch_size", *COMBO_AXES], sort=False, dropna=False):
-        label = f"{key[0]} ({str(key[1])[:8]}) b{key[2]} s{key[3]} {key[4]}"
+        axes = dict(zip(COMBO_AXES, key[3:]))
+        label = (f"{key[0]} ({str(key[1])[:8]}) b{int(key[2])} s{int(axes['seq_len'])} {axes['dtype']} {axes['variant']}"
+                 + (f" {axes['task']}" if axes.get("task", "classify") != "classify" else ""))
         top.plot(g["when"], g["latency_ms_mean"], marker="o", label=label)
         bottom.plot(g["when"], g["throughput_mean"], marker="o", label=label)
+        bad = g[(g["valid"] == 0) | (g["valid"] == False)]  # noqa: E712 (the history keeps 1.0 / 0.0)
+        if len(bad):  # INVALID cells: a red cross over the point
+            for ax, metric in ((top, "latency_ms_mean"), (bottom, "throughput_mean")):
+                ax.scatter(bad["when"], bad[metric], marker="x", s=80, color="red", zorder=4,
+                           label=None if crossed or ax is bottom else "INVALID")
+            crossed = True
     versions = (cells["torch"].fillna("") + " / " + cells["gpu_driver"].fillna("-"))
     changed = cells[versions.ne(versions.shift()) & versions.shift().notna()]
     for _, row in changed.iterrows():

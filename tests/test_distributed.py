@@ -30,6 +30,8 @@ def test_two_pools_end_to_end(deployment, workers, tiny_model, tmp_path):
     res = _submit(deployment.url, tiny_model, out=tmp_path / "wait")
     assert res.returncode == 0, res.stderr
     run_id = res.stdout.splitlines()[0].strip()
+    for line in ("report: ", "html:   ", "data:   "):  # the outputs, as `benchctl run` names them
+        assert line in res.stdout
 
     col = benchctl("collect", run_id, "--broker", deployment.url, "--out", str(tmp_path / "out"), "--timeout", "60")
     assert col.returncode == 0, col.stderr
@@ -76,6 +78,7 @@ def test_submit_to_a_pool_without_a_live_worker_fails_in_one_line(deployment, wo
     assert not r.exists(keys.RUNS)  # nothing queued, no run recorded
     queued = _submit(deployment.url, tiny_model, "--allow-missing", pools="cpu,cuda")
     assert queued.returncode == 0 and deployment.queue_depth("cuda") == 2  # waiting for a GPU worker
+    assert "pool cuda has no live worker: its cells wait in its queue" in queued.stderr  # said, not silent
 
 
 def test_two_runs_at_once_do_not_mix(redis_server, workers, tiny_model, tmp_path):
@@ -144,12 +147,12 @@ def test_a_cuda_1_cell_killed_by_its_hard_limit_is_reported(redis_server, tmp_pa
     import json
 
     from bench_ctl.store import ControllerStore
-    from bench_protocol.broker import BrokerConfig
+    from bench_protocol.settings import Settings
     from bench_protocol.spec import RunSpec
 
     spec = RunSpec(pools=["cuda:1"], batch_sizes=[8])
     cell = spec.cells()[0]
-    store = ControllerStore(BrokerConfig.resolve(redis_server.url))
+    store = ControllerStore(Settings.resolve(redis_server.url))
     store.create_run(spec.run_id, spec.to_dict(), [cell.cell_id])
     redis_server.client().set(f"celery-task-meta-{cell.cell_id}", json.dumps({
         "status": "FAILURE", "task_id": cell.cell_id,

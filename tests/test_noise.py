@@ -79,3 +79,39 @@ def test_invalid_cells_are_listed_apart_and_never_a_regression():
     trusted = copy.deepcopy(new)
     next(c for c in trusted["cells"] if c["pool"] == "cpu")["metrics"]["latency_ms"]["cv"] = 0.01
     assert len(regressions(compare(old, trusted), 10)) == 1  # the same slowdown, trusted, is one
+
+
+class _Axes:
+    """Records what a plot draws (matplotlib's Axes methods the plots call, as no-ops)."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def scatter(self, x, y, **kw):
+        self.calls.append(("scatter", list(x), list(y), kw.get("label")))
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+class _Plt:
+    def __init__(self):
+        self.calls = []
+
+    def subplots(self, *a, **k):
+        return None, _Axes(self.calls)
+
+
+@pytest.mark.fast
+def test_a_speedup_over_an_invalid_baseline_cell_is_crossed_out():
+    from bench_ctl.plots import speedup
+
+    doc = seed_document()
+    next(c for c in doc["cells"] if c["pool"] == "cpu")["metrics"]["latency_ms"]["cv"] = 0.5  # baseline INVALID
+    plt = _Plt()
+    speedup(cells_frame(doc), "cpu", plt, lambda ax: None, lambda *a: None)
+    crosses = [c for c in plt.calls if c[0] == "scatter"]
+    assert len(crosses) == 1 and crosses[0][1] == [8] and crosses[0][3] == "INVALID"
+    plt = _Plt()
+    speedup(cells_frame(seed_document()), "cpu", plt, lambda ax: None, lambda *a: None)
+    assert not [c for c in plt.calls if c[0] == "scatter"]
