@@ -250,6 +250,8 @@ def runs(limit: Annotated[int, typer.Option("--limit", help="how many (positive)
         raise SpecError(f"--limit must be a positive number of runs, got {limit}")
     check_number(keep_days, "--keep-days", 0, MAX_KEEP_DAYS)
     store = _store(broker, store_url)
+    if prune and keep_days == 0:  # one meaning everywhere: 0 keeps runs for ever (as on collect)
+        raise SpecError("--keep-days 0 keeps runs for ever, so --prune would delete nothing: give the days to keep")
     if prune:
         deleted, dropped = store.prune_runs(time.time() - keep_days * 86400)
         for run_id in deleted:

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -105,12 +106,15 @@ def test_collect_gives_the_run_a_retention_and_runs_prune_deletes_old_runs(redis
     assert run["run_id"] in benchctl("runs", "--broker", redis_server.url).stdout
     kept = benchctl("runs", "--prune", "--keep-days", "1", "--broker", redis_server.url)
     assert kept.returncode == 0 and "pruned 0 run(s)" in kept.stdout
-    pruned = benchctl("runs", "--prune", "--keep-days", "0", "--broker", redis_server.url)
+    forever = benchctl("runs", "--prune", "--keep-days", "0", "--broker", redis_server.url)  # 0: for ever, as on collect
+    assert forever.returncode == 2 and "keeps runs for ever" in forever.stderr and r.exists(keys.run(run["run_id"]))
+    time.sleep(0.2)
+    pruned = benchctl("runs", "--prune", "--keep-days", "0.000001", "--broker", redis_server.url)  # older than 0.09 s
     assert pruned.returncode == 0 and f"deleted: {run['run_id']}" in pruned.stdout
     assert not r.exists(keys.run(run["run_id"])) and not any(r.exists(keys.cell(c)) for c in run["cells"])
     assert run["run_id"] not in benchctl("runs", "--broker", redis_server.url).stdout
     bad = benchctl("collect", run["run_id"], "--keep-days", "-1", "--broker", redis_server.url)
-    assert bad.returncode == 2 and "--keep-days must not be negative" in bad.stderr
+    assert bad.returncode == 2 and "--keep-days must be at least 0" in bad.stderr
 
 
 @pytest.mark.parametrize("n", [3])
