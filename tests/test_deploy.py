@@ -4,6 +4,7 @@ processes against a test Redis."""
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import benchctl, load_json
 
@@ -80,3 +81,20 @@ def test_worker_unregisters_on_clean_shutdown(redis_server, workers):
     assert "leaving@test" in benchctl("workers", "--broker", redis_server.url).stdout
     w.stop()
     assert "no live workers" in benchctl("workers", "--broker", redis_server.url).stdout
+
+
+@pytest.mark.fast
+def test_the_compose_controller_keeps_its_outputs_and_history_on_the_host():
+    """Reports at ./results/RUN_ID (not results/results/RUN_ID), the history beside them (a
+    `run --rm` container keeps nothing), written as the invoking user; workers keep their caches."""
+    services = compose()["services"]
+    ctl = services["controller"]
+    workdir = re.findall(r"^WORKDIR (\S+)$", (ROOT / "deploy" / "Dockerfile.controller").read_text(), re.M)[-1]
+    host, target = ctl["volumes"][0].split(":")[:2]
+    assert host == "./results" and target == f"{workdir}/results"  # the default out dir results/RUN_ID lands there
+    assert ctl["environment"]["BENCHCTL_HISTORY"].startswith(target + "/")
+    assert ctl["environment"]["BENCHCTL_STORE_URL"]  # the broker settings merged in
+    assert ctl["user"].startswith("${BENCHCTL_UID")
+    for name in ("worker-cpu", "worker-gpu"):
+        assert any(v.startswith("worker-cache:/home/bench/.cache") for v in services[name]["volumes"])
+    assert "worker-cache" in compose()["volumes"]
