@@ -101,7 +101,9 @@ def test_a_gpu_worker_parent_never_touches_nvml(redis_server, workers, tmp_path)
     env = worker_env(PYTHONPATH=f"{FAKE_DIR}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", FAKE_NVML_LOG=log)
     env.pop("CUDA_VISIBLE_DEVICES", None)
     r = redis_server.client()
-    w = workers(redis_server.url, device="cuda:1", queue="cuda", name="gpu-a@test", env=env, client=r)
+    # No CUDA in this host's torch: the worker starts only because it is told to (a dry run).
+    w = workers(redis_server.url, device="cuda:1", queue="cuda", name="gpu-a@test", env=env, client=r,
+                extra=["--allow-missing-device"])
     from bench_protocol import keys
 
     info = json.loads(r.get(keys.worker(w.name)))
@@ -310,7 +312,7 @@ def test_a_gpu_without_a_power_reading_keeps_its_latency_valid():
     frame = cells_frame(doc)
     gpu = frame[frame["pool"] == "cuda"].iloc[0]
     assert gpu["valid"] == True and gpu["invalid_reason"] is None  # noqa: E712
-    from bench_ctl.report import _method_lines
+    from bench_ctl.report import method_lines as _method_lines
 
     assert "gpu_power: not measured: Not Supported (MIG device)" in _method_lines(doc)
 
