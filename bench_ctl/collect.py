@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 
 from bench_protocol.errors import BrokerError
-from bench_protocol.records import FINISHED, SETTLED, CellState, error_record, results_document
+from bench_protocol.lifecycle import ERROR, FINISHED, OPEN, SETTLED, CellState
+from bench_protocol.records import error_record, results_document
 from bench_protocol.spec import parse_cell_id
 
 from .store import ControllerStore
@@ -33,7 +34,7 @@ def requeue_or_warn(store: ControllerStore, warned: set) -> list[str]:
 def reconcile_failures(store: ControllerStore, run_id: str, states: dict[str, str], spec: dict) -> int:
     """Turn Celery FAILURE results of unfinished cells into error records: a cell killed by its
     hard time limit leaves no record of its own, only Celery's FAILURE."""
-    open_cells = [c for c, s in states.items() if s in (CellState.QUEUED, CellState.RUNNING)]
+    open_cells = [c for c, s in states.items() if s in OPEN]
     made = 0
     for cell_id, meta in store.backend_results(open_cells).items():
         if meta.get("status") != "FAILURE":
@@ -46,9 +47,9 @@ def reconcile_failures(store: ControllerStore, run_id: str, states: dict[str, st
         if kind == "time_limit":
             message = f"hard time limit exceeded ({exc}); the cell was killed"
         coords = parse_cell_id(cell_id)
-        store.put_record(error_record({"cell_id": cell_id, **coords}, kind, message, worker=None, host=None))
-        states[cell_id] = "error"
-        made += 1
+        if store.put_record(error_record({"cell_id": cell_id, **coords}, kind, message, worker=None, host=None)):
+            states[cell_id] = ERROR
+            made += 1
     return made
 
 
@@ -130,7 +131,7 @@ def retry(store: ControllerStore, run_id: str, errors: bool = False) -> list[str
 
     ping_broker(store.broker)
     store.reset_cells(run_id, picked)
-    app = make_app(store.broker, results=False)
+    app = make_app(store.settings, results=False)
     try:
         with app.producer_or_acquire() as producer:
             send_cells(app, [cells[c] for c in picked], producer)

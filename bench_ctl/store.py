@@ -8,24 +8,13 @@ import time
 import redis
 from redis.client import NEVER_DECODE
 
-from bench_protocol import keys, record_codec
-from bench_protocol.broker import BrokerConfig, ping, store_error
+from bench_protocol import keys, lifecycle, record_codec
+from bench_protocol.broker import ping, store_error
 from bench_protocol.errors import BenchError, BrokerError, CorruptRecord, RunNotFound
-from bench_protocol.records import CellState
+from bench_protocol.settings import Settings
 from bench_protocol.spec import check_run_id
 
 READ_BATCH = 1000  # cells per MGET: big enough to amortise a round trip, small enough not to stall Redis
-
-# Cancel a cell only if no worker has started it: compare-and-set in one step.
-_CANCEL_IF_QUEUED = """
-local n = 0
-for i, cell in ipairs(ARGV) do
-  if redis.call('HGET', KEYS[1], cell) == 'queued' then
-    redis.call('HSET', KEYS[1], cell, 'cancelled'); n = n + 1
-  end
-end
-return n
-"""
 
 
 def _json_or_none(raw):
@@ -37,9 +26,9 @@ def _json_or_none(raw):
 
 
 class ControllerStore:
-    def __init__(self, broker: BrokerConfig) -> None:
-        self.broker = broker
-        self.r = ping(broker)
+    def __init__(self, settings: Settings) -> None:
+        self.settings, self.broker = settings, settings.broker
+        self.r = ping(settings.broker)
 
     def _guard(self, fn):
         """Run ``fn``; any failure of the store (lost, at its memory limit, a timeout, another
@@ -64,7 +53,7 @@ class ControllerStore:
             mark_first_use(self.r, pipe)  # the store's identity key, if this is its first use
             pipe.hset(keys.run(run_id), mapping={"spec": json.dumps(spec), "created": created, "status": "submitted",
                                                   "n_cells": len(cell_ids)})
-            pipe.hset(keys.run_cells(run_id), mapping={c: CellState.QUEUED.value for c in cell_ids})
+            lifecycle.submit(pipe, run_id, cell_ids)
             pipe.zadd(keys.RUNS, {run_id: created})
             pipe.execute()
         self._guard(write)
@@ -123,10 +112,7 @@ class ControllerStore:
         """Put cells back as they were (their state, and their record where they had one)."""
         def write():
             pipe = self.r.pipeline()
-            for cell_id, state in states.items():
-                if cell_id in records:
-                    pipe.set(keys.cell(cell_id), record_codec.encode(records[cell_id]))
-                pipe.hset(keys.run_cells(run_id), cell_id, state)
+            lifecycle.restore(pipe, run_id, states, {c: record_codec.encode(rec) for c, rec in records.items()})
             pipe.execute()
         if states:
             self._guard(write)
@@ -165,13 +151,12 @@ class ControllerStore:
             out[c] = rec
         return out
 
-    def put_record(self, record: dict) -> None:
-        def write():
-            pipe = self.r.pipeline()
-            pipe.set(keys.cell(record["cell_id"]), record_codec.encode(record))
-            pipe.hset(keys.run_cells(record["run_id"]), record["cell_id"], record["status"])
-            pipe.execute()
-        self._guard(write)
+    def put_record(self, record: dict) -> bool:
+        """Write an open cell's record and state; False (nothing written) when the cell is not
+        open any more (a worker saved it, or it was cancelled)."""
+        encoded = record_codec.encode(record)
+        return self._guard(lambda: lifecycle.record(self.r, record["run_id"], record["cell_id"], encoded,
+                                                    record["status"]))
 
     def backend_results(self, cell_ids: list[str]) -> dict[str, dict]:
         """Celery's stored results (celery-task-meta-{task id}) of these cells, where there are any."""
@@ -186,7 +171,7 @@ class ControllerStore:
             return {}
         raws = self._guard(lambda: self.r.execute_command("MGET", *[keys.cell_claim(c) for c in cell_ids],
                                                           **{NEVER_DECODE: True}))
-        return {c: w.decode(errors="replace").split("|", 1)[0] for c, w in zip(cell_ids, raws) if w}  # "worker|token"
+        return {c: lifecycle.holder_name(w) for c, w in zip(cell_ids, raws) if w}  # "worker|token"
 
     def fingerprints(self, ids: set[str]) -> dict[str, dict]:
         ids = sorted(i for i in ids if i)
@@ -213,14 +198,13 @@ class ControllerStore:
         return self._guard(read)
 
     def cancel_queued(self, run_id: str, cell_ids: list[str]) -> int:
-        return self._guard(lambda: self.r.eval(_CANCEL_IF_QUEUED, 1, keys.run_cells(run_id), *cell_ids))
+        return self._guard(lambda: lifecycle.cancel(self.r, run_id, cell_ids))
 
     def reset_cells(self, run_id: str, cell_ids: list[str]) -> None:
         """Back to queued, their (error) records removed: a worker measures them afresh."""
         def write():
             pipe = self.r.pipeline()
-            pipe.delete(*[keys.cell(c) for c in cell_ids])
-            pipe.hset(keys.run_cells(run_id), mapping={c: CellState.QUEUED.value for c in cell_ids})
+            lifecycle.retry(pipe, run_id, cell_ids)
             pipe.execute()
         self._guard(write)
 
@@ -253,7 +237,8 @@ class ControllerStore:
                 elif created < older_than:
                     cells = self.r.hkeys(keys.run_cells(run_id))
                     for i in range(0, len(cells), READ_BATCH):
-                        self.r.delete(*[keys.cell(c) for c in cells[i:i + READ_BATCH]])
+                        batch = cells[i:i + READ_BATCH]
+                        self.r.delete(*[keys.cell(c) for c in batch], *[keys.cell_deaths(c) for c in batch])
                     self.r.delete(keys.run(run_id), keys.run_cells(run_id))
                     self.r.zrem(keys.RUNS, run_id)
                     deleted.append(run_id)
@@ -264,7 +249,7 @@ class ControllerStore:
         """Queue again the cells whose worker's claim lapsed (bench_protocol/recovery.py)."""
         from bench_protocol.recovery import requeue_lapsed_cells
 
-        return self._guard(lambda: requeue_lapsed_cells(self.r, self.broker))
+        return self._guard(lambda: requeue_lapsed_cells(self.r, self.settings))
 
     # -- workers ---------------------------------------------------------------------------
     def live_workers(self) -> list[dict]:

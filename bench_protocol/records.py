@@ -10,31 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-from enum import Enum
 from pathlib import Path
 
 from .errors import RecordsError
+from .lifecycle import FINISHED, SETTLED, CellState  # noqa: F401  (the states live in lifecycle.py)
 from .spec import AXES
 
 SCHEMA = "benchctl.results"
 SCHEMA_VERSION = 1
-
-
-class CellState(str, Enum):
-    """A cell's state in its run (a str: it is stored and compared as its value)."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    OK = "ok"
-    ERROR = "error"
-    CANCELLED = "cancelled"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-FINISHED = (CellState.OK.value, CellState.ERROR.value)  # a record exists
-SETTLED = (*FINISHED, CellState.CANCELLED.value)  # nothing more will happen to the cell
 
 
 def error_record(cell: dict, kind: str, message: str, **extra) -> dict:

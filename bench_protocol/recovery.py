@@ -10,43 +10,17 @@ fails, say Redis at its memory limit, leaves the cell ``running`` with its claim
 the next noticer). This does not wait for the
 Redis transport's visibility timeout; the message that the timeout restores later finds the
 cell measured and is dropped. A worker cut off meanwhile cannot overwrite the newer record:
-its save is fenced by its claim's token (bench_workers/record_store.py).
+its save is fenced by its claim's token. The Lua steps are the lifecycle's (bench_protocol/lifecycle.py).
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 
-from . import keys
+from . import keys, lifecycle
+from .lifecycle import REQUEUER, claim_value
 
-REQUEUER = "benchctl-requeue"  # the holder name of a requeue's own short claim
 REQUEUE_HOLD_S = 30  # how long that claim holds the cell if its requeuer dies between the steps
-
-# Step 1. KEYS: claim, run cells, claimed set; ARGV: our claim value, cell id, ttl. 1 when this
-# call holds the lapsed running cell; a cell no longer running leaves the claimed set.
-HOLD_IF_LAPSED = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if redis.call('HGET', KEYS[2], ARGV[2]) ~= 'running' then
-  redis.call('SREM', KEYS[3], ARGV[2])
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
-return 1
-"""
-# Step 3, once its task is sent. KEYS: claim, run cells, claimed set; ARGV: our claim value, cell id.
-QUEUED_IF_HELD = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[2], ARGV[2], 'queued')
-redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[3], ARGV[2])
-return 1
-"""
-# A failed send lets go of the cell. KEYS: claim; ARGV: our claim value.
-RELEASE_IF_HELD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def _run_cells(client, run_id: str) -> dict | None:
@@ -86,24 +60,23 @@ def requeue_lapsed(client, send) -> list[str]:
         cell = (specs[run_id] or {}).get(cell_id)
         if cell is None:
             continue
-        mine = f"{REQUEUER}|{secrets.token_hex(8)}"
-        claim, cells_key = keys.cell_claim(cell_id), keys.run_cells(run_id)
-        if not client.eval(HOLD_IF_LAPSED, 3, claim, cells_key, keys.CLAIMED, mine, cell_id, REQUEUE_HOLD_S):
+        mine = claim_value(REQUEUER)
+        if not lifecycle.hold_if_lapsed(client, run_id, cell_id, mine, REQUEUE_HOLD_S):
             continue
         try:
             send(cell)
         except BaseException:
             try:
-                client.eval(RELEASE_IF_HELD, 1, claim, mine)
+                lifecycle.release(client, cell_id, mine)
             except Exception:
                 pass  # our claim lapses by its TTL; the cell stays running, for the next noticer
             raise
-        if client.eval(QUEUED_IF_HELD, 3, claim, cells_key, keys.CLAIMED, mine, cell_id):
+        if lifecycle.requeue(client, run_id, cell_id, mine):
             requeued.append(cell_id)
     return requeued
 
 
-def requeue_lapsed_cells(client, broker) -> list[str]:
+def requeue_lapsed_cells(client, settings) -> list[str]:
     """:func:`requeue_lapsed` with a Celery app of its own, made only when a cell must be sent."""
     apps = []
 
@@ -111,7 +84,7 @@ def requeue_lapsed_cells(client, broker) -> list[str]:
         if not apps:
             from .celery_app import make_app
 
-            apps.append(make_app(broker, results=False))
+            apps.append(make_app(settings, results=False))
         send_cells(apps[0], [cell])
 
     try:
@@ -168,4 +141,4 @@ def send_cells(app, cells, producer=None) -> int:
     return sent
 
 
-__all__ = ["requeue_lapsed", "requeue_lapsed_cells", "send_cells", "HOLD_IF_LAPSED", "QUEUED_IF_HELD"]
+__all__ = ["requeue_lapsed", "requeue_lapsed_cells", "send_cells"]

@@ -272,6 +272,21 @@ class RunSpec:
             for b in self.batch_sizes
         ]
 
+    def cell_of(self, cell_id: str) -> CellSpec | None:
+        """The cell of this run with this id, as the run defines it (what :meth:`cells` makes),
+        without making every cell; None when the run has no such cell."""
+        try:
+            coords = parse_cell_id(cell_id)
+        except (SpecError, ValueError):
+            return None
+        grid = {"pool": self.pools, "batch_size": self.batch_sizes, "seq_len": self.seq_lens, "dtype": self.dtypes,
+                "variant": self.variants, "task": [self.task],
+                "new_tokens": [self.new_tokens if self.task == "generate" else 0]}
+        if coords.pop("run_id") != self.run_id or any(coords[axis] not in grid[axis] for axis in AXES):
+            return None
+        cell = CellSpec(run_id=self.run_id, model=self.model, rules=self.rules, **coords)
+        return cell if cell.cell_id == cell_id else None  # 'b01' is not 'b1'
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -318,6 +333,18 @@ class CellSpec:
 
     def coordinates(self) -> dict:
         return {name: getattr(self, name) for name in AXES}
+
+    def differences(self, other: CellSpec) -> list[str]:
+        """The fields in which this cell differs from ``other`` ('model.weights', 'rules.min_iterations')."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        out = []
+        for name in mine:
+            if isinstance(mine[name], dict):
+                out += [f"{name}.{k}" for k in sorted(set(mine[name]) | set(theirs[name]))
+                        if mine[name].get(k) != theirs[name].get(k)]
+            elif mine[name] != theirs[name]:
+                out.append(name)
+        return out
 
     def to_dict(self) -> dict:
         # By hand: dataclasses.asdict deep-copies, a cost paid per cell of a 10,000-cell submit.

@@ -8,48 +8,39 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import threading
 import time
 
 import redis
 
-from bench_protocol import keys, record_codec
+from bench_protocol import keys, lifecycle, record_codec
 from bench_protocol.broker import redact
 from bench_protocol.celery_app import CLAIM_REFRESH, CLAIM_TTL, WORKER_HEARTBEAT, WORKER_TTL
-from bench_protocol.records import CellState
+from bench_protocol.lifecycle import holder_name  # noqa: F401  (claims are lifecycle.py's)
 
 log = logging.getLogger("benchctl.worker")
 
 SAVE_PATIENCE_S = 180.0  # how long a finished record waits for Redis to come back
 
-# A claim's value is "worker|token": the name says who, the token which attempt.
-# Refresh: only our own claim, or our lapsed one while nobody queued the cell again.
-# KEYS: claim, run cells, current; ARGV: claim value, cell id, ttl seconds.
-_REFRESH = """
+# A worker name's owner (bench_workers/identity.py): taken or kept only while it is free or
+# already this process's; else the holder's value is returned. KEYS: owner; ARGV: value, instance, ttl ms.
+_HOLD_NAME = """
 local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] or (not v and redis.call('HGET', KEYS[2], ARGV[2]) == 'running') then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
-  redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
-  return 1
+if v then
+  local ok, held = pcall(cjson.decode, v)
+  if ok and type(held) == 'table' and held.instance ~= ARGV[2] then return v end
 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return false
+"""
+# Give the name up, if it is still this process's. KEYS: owner; ARGV: instance.
+_RELEASE_NAME = """
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local ok, held = pcall(cjson.decode, v)
+if ok and type(held) == 'table' and held.instance == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# The save, fenced by the claim: written only while this attempt still holds the cell.
-# KEYS: claim, run cells, cell record, current, claimed set; ARGV: claim value, cell id, record, status.
-_SAVE = """
-local v = redis.call('GET', KEYS[1])
-if v ~= ARGV[1] and not (not v and redis.call('HGET', KEYS[2], ARGV[2]) == 'running') then return 0 end
-redis.call('SET', KEYS[3], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
-redis.call('DEL', KEYS[1], KEYS[4])
-redis.call('SREM', KEYS[5], ARGV[2])
-return 1
-"""
-
-
-def holder_name(claim_value: str | None) -> str | None:
-    return claim_value.split("|", 1)[0] if claim_value else None
 
 
 class Throttled:
@@ -128,49 +119,50 @@ class RecordStore:
         """A cell has a record only once it finished (ok or error)."""
         return bool(_retrying("read cell record", lambda: self.r.exists(keys.cell(cell_id))))
 
-    def claim(self, run_id: str, cell_id: str, worker: str) -> tuple[str | None, str | None]:
-        """Take the cell for this worker: (our claim value, None), or (None, the holder's name).
-        A claim left by this same worker (its measuring child died) is taken over."""
-        value = f"{worker}|{secrets.token_hex(8)}"
+    def claim(self, run_id: str, cell_id: str, worker: str) -> tuple[str | None, str | None, str | None]:
+        """Take the cell for this worker (bench_protocol/lifecycle.py): (our claim value, None, its
+        state before), (None, the holder's name, its state) or, when the cell is not open (finished,
+        cancelled, gone), (None, None, its state). A claim left by this same worker (its measuring
+        child died) is taken over."""
+        value = lifecycle.claim_value(worker)
 
         def take():
-            held = self.r.get(keys.cell_claim(cell_id))
-            if held and holder_name(held) != worker:
-                return None, holder_name(held)
-            if not self.r.set(keys.cell_claim(cell_id), value, ex=int(CLAIM_TTL), nx=not held):
-                return None, holder_name(self.r.get(keys.cell_claim(cell_id))) or "another worker"
-            pipe = self.r.pipeline()
-            pipe.hset(keys.run_cells(run_id), cell_id, CellState.RUNNING.value)
-            pipe.sadd(keys.CLAIMED, cell_id)
-            pipe.set(keys.worker_current(worker), cell_id, ex=int(CLAIM_TTL))
-            pipe.execute()
-            return value, None
+            taken, holder, state = lifecycle.claim(self.r, run_id, cell_id, worker, value, CLAIM_TTL)
+            return (value if taken else None), holder, state
         return _retrying("claim cell", take)
 
     def save(self, record: dict, worker: str, claim: str) -> bool:
-        """Write the record while ``claim`` still holds the cell; False (nothing written) when the
-        cell was queued again meanwhile and another attempt owns it now."""
-        cell_id, run_id = record["cell_id"], record["run_id"]
-
-        def write():
-            return self.r.eval(_SAVE, 5, keys.cell_claim(cell_id), keys.run_cells(run_id), keys.cell(cell_id),
-                               keys.worker_current(worker), keys.CLAIMED, claim, cell_id,
-                               record_codec.encode(record), record["status"])
-        return bool(_retrying("save cell record", write))
+        """Write the record while ``claim`` still holds the running cell; False (nothing written)
+        when the cell was queued again meanwhile and another attempt owns it now, or was cancelled."""
+        encoded = record_codec.encode(record)
+        return bool(_retrying("save cell record", lambda: lifecycle.save(
+            self.r, record["run_id"], record["cell_id"], worker, claim, encoded, record["status"])))
 
     def release(self, cell_id: str, worker: str, claim: str | None) -> None:
         try:
-            if claim and self.r.get(keys.cell_claim(cell_id)) == claim:
-                self.r.delete(keys.cell_claim(cell_id), keys.worker_current(worker))
+            if claim:
+                lifecycle.release(self.r, cell_id, claim, keys.worker_current(worker))
         except redis.RedisError:
             pass  # the claim lapses by its TTL
 
     def keep_claim(self, run_id: str, cell_id: str, worker: str, claim: str) -> Refresher:
         def refresh():
-            if not self.r.eval(_REFRESH, 3, keys.cell_claim(cell_id), keys.run_cells(run_id), keys.worker_current(worker),
-                               claim, cell_id, int(CLAIM_TTL)):
+            if not lifecycle.refresh(self.r, run_id, cell_id, worker, claim, CLAIM_TTL):
                 log.warning("cell %s was queued again while this worker was away; its result will not be saved", cell_id)
         return Refresher(refresh, CLAIM_REFRESH, "claim")
+
+    def run_spec(self, run_id: str) -> str | None:
+        """The run's spec as ``benchctl submit`` stored it (JSON), or None."""
+        return _retrying("read run spec", lambda: self.r.hget(keys.run(run_id), "spec"))
+
+    def deaths(self, cell_id: str) -> list[dict]:
+        """Each death of a measuring process on this cell (bench_protocol/lifecycle.py)."""
+        return _retrying("read cell deaths", lambda: lifecycle.deaths(self.r, cell_id))
+
+    def note_death(self, run_id: str, cell_id: str, worker: str, entry: dict) -> int:
+        """Count a death of this worker's measuring process on the cell it held; 0 when it held
+        none (nothing counted)."""
+        return lifecycle.note_death(self.r, run_id, cell_id, worker, entry)
 
     # -- fingerprints and the registry ------------------------------------------------------
     def put_fingerprint(self, fp: dict) -> None:
@@ -184,6 +176,28 @@ class RecordStore:
             pipe.execute()
         write()
 
+    def hold_name(self, name: str, owner: dict) -> dict | None:
+        """Take (or keep) the worker name for the process ``owner`` names (its ``instance``):
+        None when it is this process's now, else the live holder's owner value."""
+        held = self.r.eval(_HOLD_NAME, 1, keys.worker_owner(name), json.dumps(owner), owner["instance"],
+                           int(WORKER_TTL * 1000))
+        if held is None:
+            return None
+        try:
+            return json.loads(held)
+        except ValueError:
+            return {"instance": "?"}
+
+    def name_ttl(self, name: str) -> int:
+        """Milliseconds left on the name's owner key (negative when it is gone)."""
+        return int(self.r.pttl(keys.worker_owner(name)))
+
+    def release_name(self, name: str, instance: str) -> None:
+        try:
+            self.r.eval(_RELEASE_NAME, 1, keys.worker_owner(name), instance)
+        except redis.RedisError as exc:
+            log.warning("could not release the name %s: %s", name, redact(exc))
+
     def unregister(self, name: str) -> None:
         try:
             pipe = self.r.pipeline()
@@ -193,18 +207,19 @@ class RecordStore:
         except redis.RedisError as exc:
             log.warning("could not unregister %s: %s", name, redact(exc))
 
-    def heartbeat(self, name: str, info: dict, broker=None) -> Refresher:
-        """Keep this worker registered; with ``broker``, also queue again the cells whose claims
-        lapsed (a dead worker's), so recovery does not wait for any one process."""
+    def heartbeat(self, name: str, info: dict, settings=None, register=None) -> Refresher:
+        """Keep this worker registered (``register``, default: list it live); with ``settings``
+        (bench_protocol/settings.py), also queue again the cells whose claims lapsed (a dead
+        worker's), so recovery does not wait for any one process."""
         def beat():
-            self.register(name, info)
+            (register or (lambda: self.register(name, info)))()
             self.check_identity()
-            if broker is not None:
+            if settings is not None:
                 from bench_protocol.errors import BrokerError
                 from bench_protocol.recovery import requeue_lapsed_cells
 
                 try:
-                    requeued = requeue_lapsed_cells(self.r, broker)
+                    requeued = requeue_lapsed_cells(self.r, settings)
                 except BrokerError as exc:  # its task could not be sent: the cell stays running, tried next beat
                     AWAY.warning("requeue", "could not queue a lapsed cell again: %s", redact(exc))
                     requeued = []

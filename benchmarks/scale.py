@@ -95,12 +95,13 @@ def lifecycle_commands(client, url: str, run_id: str, cell_id: str) -> dict:
     """Redis commands of one cell's worker side (claim, one claim refresh, save) and of one
     worker heartbeat, by the workers' own code."""
     from bench_protocol.broker import BrokerConfig
+    from bench_protocol.settings import Settings
     from bench_workers.record_store import RecordStore
 
     store = RecordStore(BrokerConfig.resolve(url).redis())
     out = {}
     n0 = commands(client)
-    claim, _ = store.claim(run_id, cell_id, "scale@bench")
+    claim, _, _ = store.claim(run_id, cell_id, "scale@bench")
     out["claim"] = commands(client) - n0 - 1
     refresher = store.keep_claim(run_id, cell_id, "scale@bench", claim)
     n0 = commands(client)
@@ -109,7 +110,7 @@ def lifecycle_commands(client, url: str, run_id: str, cell_id: str) -> dict:
     n0 = commands(client)
     store.save({"cell_id": cell_id, "run_id": run_id, "status": "ok", "latencies_ms": [1.0]}, "scale@bench", claim)
     out["save"] = commands(client) - n0 - 1
-    beat = store.heartbeat("scale@bench", {"name": "scale@bench"}, BrokerConfig.resolve(url))
+    beat = store.heartbeat("scale@bench", {"name": "scale@bench"}, Settings.resolve(url))
     n0 = commands(client)
     beat._fn()
     out["heartbeat (every 3 s)"] = commands(client) - n0 - 1

@@ -108,10 +108,10 @@ def test_a_delivery_of_a_cell_in_measurement_waits_instead_of_measuring(deployme
                       "a worker to start the cell")
     other = b if holder is a else a
     # Deliver the same cell again, as kombu's restore of an unacked message would.
-    from bench_protocol.broker import BrokerConfig
     from bench_protocol.celery_app import make_app
+    from bench_protocol.settings import Settings
 
-    app = make_app(BrokerConfig.resolve(deployment.url))
+    app = make_app(Settings.resolve(deployment.url))
     payload = json.loads(r.hget(keys.run(run_id), "spec"))
     from bench_protocol.spec import RunSpec
 
@@ -275,3 +275,38 @@ def test_retry_queues_the_cells_whose_tasks_were_lost(deployment, workers, tiny_
     assert len(load_json(tmp_path / "out" / "results.json")["cells"]) == 2
     done = benchctl("retry", run_id, "--errors", "--broker", deployment.url)
     assert done.returncode == 0 and "0 cell(s) queued again" in done.stdout
+
+
+def test_a_cell_whose_measuring_process_is_killed_each_time_ends_as_crashed(redis_server, workers, tiny_model, tmp_path):
+    """A poison cell (the kernel's OOM killer SIGKILLs its measuring process each time, here a
+    test hook does): after BENCHCTL_MAX_CELL_DEATHS deaths (2 here; 3 by default) it is an error
+    record `crashed` naming the signal and the host, not delivered again; the run completes."""
+    r = redis_server.client()
+    w = workers(redis_server.url, env=worker_env(BENCHCTL_VISIBILITY_TIMEOUT=VIS, BENCHCTL_MAX_CELL_DEATHS=2,
+                                                 BENCHCTL_TEST_KILL_CHILD=":b2:"), client=r)
+    run_id = submit(redis_server.url, tiny_model, "--iterations", "1", "--min-time", "0", batches="1,2")
+    poison = make_cell_id(run_id, batch=2)
+    # Three measuring processes start (each imports torch and measures its ceilings first: about
+    # 15 s each on two busy cores) and one cell is measured: 240 s leaves room for a loaded machine.
+    res = collect(redis_server.url, run_id, tmp_path / "out", 240)
+    assert res.returncode == 0, res.stderr
+    cells = {c["batch_size"]: c for c in load_json(tmp_path / "out" / "results.json")["cells"]}
+    assert cells[1]["status"] == "ok"
+    err = cells[2]["error"]
+    assert err["type"] == "crashed" and err["deaths"] == 2 and err["signals"] == ["SIGKILL"], err
+    host = cells[2]["host"]  # the fingerprint's name for this host
+    assert host and err["hosts"] == [host] and "signal 9 (SIGKILL) x2" in err["message"] and f"on {host};" in err["message"]
+    log = w.log.read_text()
+    assert log.count(f"cell {poison}: its measuring process died (signal 9 (SIGKILL)): death") == 2
+    assert "death 1 of 2" in log and "death 2 of 2" in log
+    assert r.hget(keys.run_cells(run_id), poison) == "error"
+    assert not r.exists(keys.cell_deaths(poison)) and not r.exists(keys.cell_claim(poison))
+    assert not r.sismember(keys.CLAIMED, poison)
+    assert "crashed" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_bad_max_cell_deaths_stops_the_worker_in_one_line():
+    res = subprocess.run([str(BIN / "bench-worker"), "--device", "cpu", "--broker", "redis://127.0.0.1:1/0"],
+                         capture_output=True, text=True, timeout=120, env=worker_env(BENCHCTL_MAX_CELL_DEATHS="0"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip() == "bench-worker: error: $BENCHCTL_MAX_CELL_DEATHS must be at least 1 and at most 1000, got 0"

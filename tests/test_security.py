@@ -12,7 +12,7 @@ from conftest import RedisServer, benchctl, cell_id, free_port, load_json, read_
 
 from bench_protocol import keys
 from bench_protocol.errors import SpecError
-from bench_protocol.spec import CellSpec
+from bench_protocol.spec import CellSpec, RunSpec
 
 FAST = ["--warmup", "0", "--iterations", "2", "--min-time", "0", "--seq-lens", "16"]
 
@@ -57,12 +57,12 @@ def test_spec_refuses_unknown_fields_like_trust_remote_code():
 
 
 def test_worker_refuses_crafted_tasks_and_foreign_paths(redis_server, workers, tiny_model, tmp_path):
-    from bench_protocol.broker import BrokerConfig
     from bench_protocol.celery_app import make_app
+    from bench_protocol.settings import Settings
 
     r = redis_server.client()
     workers(redis_server.url, client=r)
-    app = make_app(BrokerConfig.resolve(redis_server.url))
+    app = make_app(Settings.resolve(redis_server.url))
     crafted = {"run_id": "20260101-000000-abcdef", "pool": "cpu", "batch_size": 1, "seq_len": 8, "dtype": "fp32",
                "model": {"model": str(tiny_model), "trust_remote_code": True}}
     res = app.send_task(keys.TASK_RUN_CELL, args=[crafted], task_id=cell_id("20260101-000000-abcdef", seq=8), queue="cpu")
@@ -78,9 +78,68 @@ def test_worker_refuses_crafted_tasks_and_foreign_paths(redis_server, workers, t
     shutil.copytree(tiny_model, outside)
     res = benchctl("submit", "--devices", "cpu", "--batch-sizes", "1", "--model", str(outside), *FAST, "--broker",
                    redis_server.url, "--wait", "--timeout", "60", "--out", str(tmp_path / "out"))
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 6, res.stderr  # its only cell failed: a run of which no cell was measured
     rec = load_json(tmp_path / "out" / "results.json")["cells"][0]
     assert rec["error"]["type"] == "invalid_spec" and "outside this worker's allowed models" in rec["error"]["message"]
+
+
+def test_a_crafted_task_for_a_real_cell_is_never_measured_as_crafted(redis_server, workers, tiny_model, models_dir,
+                                                                      tmp_path):
+    """A task sent by hand with a real queued cell's id but another allowed model, random
+    weights or one iteration: the worker checks it against the run's stored spec and saves a
+    spec_mismatch error record (the report shows it); the cell sent as submitted is measured."""
+    from bench_protocol.celery_app import make_app
+    from bench_protocol.settings import Settings
+    from bench_protocol.spec import RunSpec
+
+    url, r = redis_server.url, redis_server.client()
+    res = benchctl("submit", "--devices", "cpu", "--batch-sizes", "1,2,3,4", "--model", str(tiny_model), *FAST,
+                   "--broker", url, "--allow-missing")
+    assert res.returncode == 0, res.stderr
+    run_id = res.stdout.strip().splitlines()[0]
+    r.delete("cpu")  # the run's own messages are gone: only the tasks below reach the worker
+    run = RunSpec.from_dict(json.loads(r.hget(keys.run(run_id), "spec")))
+    honest, *victims = run.cells()
+    other_model, random_weights, one_iteration = (c.to_dict() for c in victims)
+    other_model["model"]["model"] = str(models_dir / "tiny-with-tokenizer")
+    random_weights["model"]["weights"] = "random"
+    one_iteration["rules"]["min_iterations"] = 1
+    app = make_app(Settings.resolve(url))
+    for payload in (honest.to_dict(), other_model, random_weights, one_iteration):
+        cid = CellSpec.from_dict(payload).cell_id
+        app.send_task(keys.TASK_RUN_CELL, args=[payload], task_id=cid, queue="cpu", routing_key="cpu")
+    app.close()
+    w = workers(url, client=r)
+
+    res = benchctl("collect", run_id, "--broker", url, "--out", str(tmp_path / "out"), "--timeout", "90", "--no-history")
+    assert res.returncode == 0, res.stderr
+    cells = {c["batch_size"]: c for c in load_json(tmp_path / "out" / "results.json")["cells"]}
+    assert cells[1]["status"] == "ok" and cells[1]["metrics"]  # the honest one, measured
+    for batch, field in ((2, "model.model"), (3, "model.weights"), (4, "rules.min_iterations")):
+        rec = cells[batch]
+        assert rec["status"] == "error" and rec["error"]["type"] == "spec_mismatch", rec["error"]
+        assert f"in {field};" in rec["error"]["message"] and run_id in rec["error"]["message"]
+        assert not rec["metrics"] and not rec["latencies_ms"]  # never measured
+    log = w.log.read_text()
+    assert log.count("differs from run") == 3
+    assert "spec_mismatch" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.fast
+def test_a_run_spec_rebuilds_each_of_its_cells_by_id_and_names_the_differences():
+    run = RunSpec(pools=["cpu", "cuda:1"], batch_sizes=[1, 8], seq_lens=[16, 32], dtypes=["fp32", "bf16"],
+                  variants=["eager", "compile"], task="generate", new_tokens=4, run_id="20260101-000000-abcdef")
+    cells = run.cells()
+    assert all(run.cell_of(c.cell_id) == c for c in cells)
+    other = RunSpec(pools=["cpu"], batch_sizes=[1], run_id="20260101-000000-abcdef")
+    for foreign in (other.cells()[0].cell_id, cells[0].cell_id.replace(":b1:", ":b2:"),
+                    cells[0].cell_id.replace(":b1:", ":b01:"), cells[0].cell_id.replace("20260101", "20260102"),
+                    "not a cell id", cells[0].cell_id.replace(":b1:", ":bx:")):
+        assert run.cell_of(foreign) is None, foreign
+    crafted = CellSpec.from_dict(dict(cells[0].to_dict(), model={"model": "gpt2", "weights": "random"},
+                                      rules=dict(cells[0].rules.__dict__, min_iterations=1)))
+    assert crafted.differences(cells[0]) == ["model.model", "model.weights", "rules.min_iterations"]
+    assert cells[0].differences(CellSpec.from_dict(cells[0].to_dict())) == []
 
 
 def _secret_free(paths, secret):
