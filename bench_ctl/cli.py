@@ -13,7 +13,7 @@ import typer
 
 from bench_protocol.errors import BenchError
 
-from . import commands_distributed, commands_history, commands_local  # noqa: F401  (they add their commands to app)
+from . import commands_config, commands_distributed, commands_history, commands_local  # noqa: F401  (they add their commands to app)
 from .options import app, echo_err
 
 
@@ -60,8 +60,11 @@ def main() -> None:
 
         echo_err(redact(str(exc)))
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, Interrupted):
-        echo_err("interrupted; every finished record is kept (collect the run again to pick it up)")
+    except (KeyboardInterrupt, Interrupted) as exc:
+        # What was kept is the command's to say (run names its file); a distributed run's records
+        # stay in the store.
+        echo_err(str(exc) if str(exc) else "interrupted; every finished record stays in the store "
+                 "(collect the run again to pick it up)")
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -12,6 +12,10 @@ from bench_protocol.spec import CELL_AXES, RunSpec
 
 from .outdir import check_out_dir, make_out_dir, write_atomic
 
+# The records of a run in progress, a JSON line each as it finishes (a run killed outright
+# leaves them here); replaced by results.json when the run ends or is interrupted.
+PARTIAL = "results.partial.jsonl"
+
 
 def run_here(spec: RunSpec, out: Path, threads: int | None = None) -> tuple[dict[str, Path], dict]:
     """Measure, save, render: (the files written, the results document). ``threads``: torch's
@@ -29,6 +33,9 @@ def run_here(spec: RunSpec, out: Path, threads: int | None = None) -> tuple[dict
 
     created = time.time()
     cells = spec.cells()
+    finished: list[dict] = []
+    fingerprints: dict = {}
+    partial = make_out_dir(out) / PARTIAL
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=False) as progress:
         task = progress.add_task(f"run {spec.run_id}", total=len(cells))
@@ -38,13 +45,28 @@ def run_here(spec: RunSpec, out: Path, threads: int | None = None) -> tuple[dict
             where = " ".join(f"{prefix}{record[axis]}" for axis, prefix in CELL_AXES)
             progress.console.print(f"  {where}: {status}")
             progress.advance(task)
+            finished.append(record)
+            with open(partial, "a", encoding="utf-8") as fh:  # each record on disk as it finishes
+                fh.write(dumps(record).replace("\n", " ") + "\n")
 
-        records, fingerprints = run_embedded(spec, on_cell, threads)
+        try:
+            records, _ = run_embedded(spec, on_cell, threads, fingerprints)
+        except BaseException as exc:  # Ctrl-C (or a kill) mid-run: keep what finished, and say where
+            if type(exc).__name__ not in ("Interrupted", "KeyboardInterrupt"):
+                raise
+            run = {"run_id": spec.run_id, "spec": spec.to_dict(), "created": created, "finished": time.time(),
+                   "mode": "embedded", "status": "interrupted"}
+            path = make_out_dir(out) / "results.json"
+            write_atomic(path, dumps(results_document(run, finished, fingerprints)))
+            partial.unlink(missing_ok=True)
+            raise type(exc)(f"interrupted; the {len(finished)} finished record(s) of {len(cells)} are kept in {path} "
+                            f"(benchctl report {path} renders them)") from None
     run = {"run_id": spec.run_id, "spec": spec.to_dict(), "created": created, "finished": time.time(),
            "mode": "embedded", "status": "finished"}
     doc = results_document(run, records, fingerprints)
     # The measurements are saved before anything is rendered: a rendering failure loses none.
     write_atomic(make_out_dir(out) / "results.json", dumps(doc))
+    partial.unlink(missing_ok=True)
     try:
         from .render import render_all
 

@@ -9,15 +9,17 @@ from .fingerprint import host_fingerprint
 from .measure import ModelCache, measure_cell
 
 
-def run_embedded(spec: RunSpec, on_cell=None, threads: int | None = None) -> tuple[list[dict], dict]:
+def run_embedded(spec: RunSpec, on_cell=None, threads: int | None = None,
+                 fingerprints: dict | None = None) -> tuple[list[dict], dict]:
     """Measure every cell; return (records, fingerprints by id). ``on_cell(record)`` after each;
-    ``threads``: torch's intra-op threads (default: torch's choice)."""
+    ``threads``: torch's intra-op threads (default: torch's choice); ``fingerprints``: a dict
+    filled as hosts are fingerprinted (so an interrupted caller still has them)."""
     import torch
 
     if threads is not None:
         torch.set_num_threads(threads)
 
-    fingerprints: dict = {}
+    fingerprints = {} if fingerprints is None else fingerprints
     records: list[dict] = []
     cache = ModelCache()
     fp_by_device: dict[str, dict] = {}

@@ -131,3 +131,31 @@ def test_run_on_a_controller_only_install_is_one_line(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr and res.stderr.count("\n") == 1
     assert "pip install 'benchctl[worker]'" in res.stderr and "torch is missing" in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_run_keeps_its_finished_records_where_it_says(models_dir, tmp_path):
+    """SIGINT after the first cell: exit 130, the finished records in results.json, the file named."""
+    import signal
+    import time
+
+    from conftest import BIN, worker_env
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(BIN / "benchctl"), "run", "--devices", "cpu", "--batch-sizes", "1,2,3,4,5,6,7,8",
+                             "--seq-lens", "16", "--model", str(models_dir / "tiny"), "--warmup", "0", "--iterations", "3",
+                             "--min-time", "1", "--no-history", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=worker_env())
+    deadline = time.time() + 120
+    partial = out / "results.partial.jsonl"
+    while time.time() < deadline and not (partial.exists() and partial.read_text().strip()):
+        time.sleep(0.2)  # the first record is on disk as soon as its cell finishes
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    kept = load_json(out / "results.json")
+    n = len(kept["cells"])
+    assert 1 <= n < 8 and kept["run"]["status"] == "interrupted"
+    assert f"the {n} finished record(s) of 8 are kept in {out}/results.json" in err and "Traceback" not in err
+    assert not partial.exists()
+    again = benchctl("report", str(out / "results.json"), "--no-history", "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
