@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bench_protocol.errors import BenchError
+from bench_protocol.errors import BenchError, OutputError
 from bench_protocol.records import dumps, results_document
 from bench_protocol.spec import CELL_AXES, RunSpec
 
@@ -71,6 +71,9 @@ def run_here(spec: RunSpec, out: Path, threads: int | None = None) -> tuple[dict
         from .render import render_all
 
         return render_all(doc, out), doc
+    except OutputError as exc:  # the records are on disk already: say so
+        raise OutputError(f"{exc}; this run's records are saved in {out}/results.json "
+                          f"(benchctl report {out}/results.json --out {out} renders them)") from None
     except ImportError as exc:
         raise BenchError(f"records saved in {out}/results.json, but the report needs {exc.name or exc}: install it and run "
                          f"benchctl report {out}/results.json --out {out}") from None

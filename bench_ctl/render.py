@@ -15,12 +15,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from bench_protocol.errors import OutputError
 from bench_protocol.records import dumps
 
 from . import report
 from .document import Document, Heading, Image, to_html, to_markdown
 from .frame import cells_frame
-from .outdir import make_out_dir
+from .outdir import make_out_dir, write_atomic
 from .tables import combo_key, comparison_tables
 
 REPORT_SCHEMA = "benchctl.report"
@@ -68,7 +69,9 @@ class PlotProcess:
                         frame, pools, baseline, stage = pickle.load(fh)
                     result = _draw_plots(frame, pools, baseline, Path(stage))
             except BaseException as exc:  # noqa: BLE001 (reported to the parent, which raises)
-                result = {"error": f"{type(exc).__name__}: {exc}"}
+                result = {"error": f"{type(exc).__name__}: {exc}",
+                          "errno": exc.errno if isinstance(exc, OSError) else None,
+                          "strerror": exc.strerror if isinstance(exc, OSError) else None}
             os.write(done_w, json.dumps(result).encode())
             os._exit(0)
         os.close(go_r)
@@ -96,6 +99,8 @@ class PlotProcess:
             self.pid = None
             self.result = json.loads(data or b'{"error": "the plotting process ended without a word"}')
         if "error" in self.result:
+            if self.result.get("errno"):  # the disk, not the drawing: the caller's one line
+                raise OSError(self.result["errno"], self.result.get("strerror") or self.result["error"])
             raise RuntimeError(f"drawing the plots failed: {self.result['error']}")
         return self.result
 
@@ -117,6 +122,47 @@ class PlotProcess:
         self.pid = None
 
 
+STAGE_PREFIX = ".benchctl-"
+# The names the last report wrote into its directory: the next one replaces them as a set
+# (a stale ttft.png does not outlive a classify report) and leaves every other file alone.
+MANIFEST = ".benchctl-manifest"
+
+
+def remove_stale_stages(out_dir: Path) -> None:
+    """Staging folders of writers that are gone (killed mid-write): their PID is in the name."""
+    for path in out_dir.glob(f"{STAGE_PREFIX}*"):
+        if not path.is_dir():
+            continue
+        pid = path.name[len(STAGE_PREFIX):].split("-", 1)[0]
+        alive = False
+        if pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+                alive = True
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                alive = True
+        if not alive:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def install(stage: Path, out_dir: Path) -> dict[str, Path]:
+    """Move the staged files into place, then remove what the previous report wrote and this one
+    did not; the manifest names this report's files."""
+    manifest = out_dir / MANIFEST
+    before = set(manifest.read_text(encoding="utf-8").split()) if manifest.is_file() else set()
+    written = {}
+    for path in sorted(stage.iterdir()):
+        os.replace(path, out_dir / path.name)
+        written[path.name] = out_dir / path.name
+    for name in before - set(written):
+        if "/" not in name and name != MANIFEST:
+            (out_dir / name).unlink(missing_ok=True)
+    write_atomic(manifest, "\n".join(sorted(written)) + "\n")
+    return written
+
+
 def render_all(doc: dict, out: str | Path, plotter: PlotProcess | None = None) -> dict[str, Path]:
     """Write every file of a report into ``out``; ``plotter``: a PlotProcess forked earlier."""
     out_dir = make_out_dir(out)
@@ -126,7 +172,8 @@ def render_all(doc: dict, out: str | Path, plotter: PlotProcess | None = None) -
         frame = cells_frame(doc)
         pools = report.run_pools(doc)
         baseline = report.run_baseline(doc, pools)
-        stage = Path(tempfile.mkdtemp(prefix=".benchctl-", dir=out_dir))
+        remove_stale_stages(out_dir)
+        stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=out_dir))
         plotter.draw(frame, pools, baseline, stage)
         (stage / "results.json").write_text(dumps(doc), encoding="utf-8")
         frame.to_csv(stage / "results.csv", index=False)
@@ -157,11 +204,10 @@ def render_all(doc: dict, out: str | Path, plotter: PlotProcess | None = None) -
             "plots": [i.filename for i in images], "notes": [plot_note] if plot_note else [],
         }
         (stage / "report.json").write_text(dumps(report_doc), encoding="utf-8")
-        written = {}
-        for path in sorted(stage.iterdir()):
-            os.replace(path, out_dir / path.name)
-            written[path.name] = out_dir / path.name
-        return written
+        return install(stage, out_dir)
+    except OSError as exc:  # a full disk, a quota, a file too large: the previous report stands
+        raise OutputError(f"could not write the report in {out_dir}: {exc.strerror or exc}; nothing there was "
+                          "changed (the previous report, if any, is intact)") from None
     finally:
         plotter.abandon()
         if stage is not None:
