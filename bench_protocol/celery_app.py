@@ -1,12 +1,16 @@
 """The one Celery app both sides use: the controller sends tasks by name, workers run them.
 
-Settings are constants here, each with the reason for its value (Celery's own layout).
+Its fixed settings are constants here, each with the reason for its value (Celery's own
+layout); what a deployment may change (the broker, the redelivery timeouts) comes in the
+Settings given to :func:`make_app` (bench_protocol/settings.py).
 """
 
 from __future__ import annotations
 
-from .broker import BrokerConfig
-from .numeric import env_number
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 # JSON only, both ways: a worker never unpickles what a queue hands it.
 TASK_SERIALIZER = "json"
@@ -29,17 +33,10 @@ CONCURRENCY = 1
 HARD_LIMIT_GRACE = 15.0
 # Safety margin between a cell's hard limit and the visibility timeout.
 VISIBILITY_MARGIN = 15.0
-# The longest redelivery timeout accepted from the environment (30 days): beyond, a lost
-# message would wait longer than any run is kept.
-MAX_REDELIVERY_TIMEOUT = 30 * 86400.0
+# The redelivery timeouts (Redis's visibility timeout, RabbitMQ's consumer_timeout) are settings
+# a deployment may change: they live in bench_protocol/settings.py, and make_app takes them from
+# the Settings it is given.
 
-# Seconds. Environment is only the source of the setting; every worker and controller of a
-# deployment must agree on it. Checked on import (bench_protocol/numeric.py): a value that is
-# not a finite number above grace + margin stops the command in one line.
-# 20 minutes: the default cell time limit (15 min) plus grace and margin fits below it, and a
-# cell whose worker was killed is measured again within about this long.
-VISIBILITY_TIMEOUT = env_number("BENCHCTL_VISIBILITY_TIMEOUT", 1200.0, HARD_LIMIT_GRACE + VISIBILITY_MARGIN,
-                                MAX_REDELIVERY_TIMEOUT, lo_open=True)
 # How often a consumer sweeps for messages past the visibility timeout (kombu's default
 # effective sweep is 10 s x 10 calls; we want the bound to be the timeout plus a few seconds).
 RESTORE_INTERVAL = 5
@@ -54,11 +51,6 @@ WORKER_HEARTBEAT = 3.0
 # measures the device's ceilings (GEMM per dtype, copy bandwidth) before taking a cell, so no
 # cell pays for either (Celery's default of 4 s would kill it on a busy host).
 CHILD_START_TIMEOUT = 120.0
-# RabbitMQ: a delivery not acknowledged within the broker's consumer_timeout (30 minutes by
-# default) closes the consumer's channel and is delivered again, so it bounds a cell's time as
-# the visibility timeout does on Redis. Set this to the broker's value where it was changed.
-CONSUMER_TIMEOUT = env_number("BENCHCTL_CONSUMER_TIMEOUT", 1800.0, HARD_LIMIT_GRACE + VISIBILITY_MARGIN,
-                              MAX_REDELIVERY_TIMEOUT, lo_open=True)
 # AMQP heartbeat (seconds): RabbitMQ closes a silent connection after about two missed beats,
 # so a worker whose host vanished has its cell redelivered within ~20 s (Celery's default of
 # 120 s would take minutes). A SIGKILLed worker's socket closes at once anyway.
@@ -67,29 +59,19 @@ AMQP_HEARTBEAT = 10.0
 RESULT_EXPIRES = 7 * 24 * 3600
 
 
-def redelivery_timeout(kind: str = "redis") -> tuple[float, str]:
-    """How long the broker lets a delivery run unacknowledged, and the setting that says so."""
-    if kind == "rabbitmq":
-        return CONSUMER_TIMEOUT, "RabbitMQ's consumer_timeout (BENCHCTL_CONSUMER_TIMEOUT)"
-    return VISIBILITY_TIMEOUT, "the visibility timeout (BENCHCTL_VISIBILITY_TIMEOUT)"
-
-
-def max_time_limit(kind: str = "redis") -> float:
-    """The longest soft time limit a cell may ask for under this broker's redelivery timeout."""
-    return redelivery_timeout(kind)[0] - HARD_LIMIT_GRACE - VISIBILITY_MARGIN
-
-
-def make_app(broker: BrokerConfig, results: bool = True):
-    """The Celery app. ``results=False`` for the controller: it only sends, and reads outcomes
-    from benchctl's records, so it needs no result backend (no client, no subscriptions)."""
+def make_app(settings: Settings, results: bool = True):
+    """The Celery app of ``settings``' deployment. ``results=False`` for the controller: it only
+    sends, and reads outcomes from benchctl's records, so it needs no result backend (no client,
+    no subscriptions)."""
     from celery import Celery
 
+    broker = settings.broker
     app = Celery("benchctl", broker=broker.url, backend=broker.store_url if results else None)
     # A controller sends no task-sent events: one more broker write per cell of a submit, for an
     # event that Flower does not need (workers report received, started and finished).
     ssl_opts = broker.ssl_options()
     transport = {} if broker.kind == "rabbitmq" else {
-        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "visibility_timeout": settings.visibility_timeout,
         "unacked_restore_interval": RESTORE_INTERVAL,
         "unacked_restore_throttle": 1,
         "socket_timeout": 10,
@@ -109,14 +91,14 @@ def make_app(broker: BrokerConfig, results: bool = True):
         task_acks_late=ACKS_LATE,
         # A backstop for a message that carries no limits of its own: no cell outlives the
         # visibility timeout. submit sends each cell's own (smaller) limits.
-        task_soft_time_limit=max_time_limit(broker.kind),
-        task_time_limit=max_time_limit(broker.kind) + HARD_LIMIT_GRACE,
+        task_soft_time_limit=settings.max_time_limit(),
+        task_time_limit=settings.max_time_limit() + HARD_LIMIT_GRACE,
         task_reject_on_worker_lost=REJECT_ON_WORKER_LOST,
         worker_prefetch_multiplier=PREFETCH_MULTIPLIER,
         worker_concurrency=CONCURRENCY,
         worker_proc_alive_timeout=CHILD_START_TIMEOUT,
         broker_transport_options=transport,
-        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT, "retry_policy": {"timeout": 10.0}},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout, "retry_policy": {"timeout": 10.0}},
         result_expires=RESULT_EXPIRES,
         task_default_queue="cpu",
         # No queue is made up on the fly by a task: each worker consumes its pool's queue only.
@@ -146,12 +128,14 @@ def make_app(broker: BrokerConfig, results: bool = True):
 
 
 def __getattr__(name: str):
-    """``celery -A bench_protocol.celery_app inspect ping`` (and Flower) find the app here,
-    configured from the environment ($BENCHCTL_BROKER_URL, $BENCHCTL_STORE_URL); made on first use so that importing
-    this module never imports Celery."""
+    """The entry point of Celery's own tooling — ``celery -A bench_protocol.celery_app inspect
+    ping``, Flower — which looks for ``app`` here. That process has no benchctl flags, so its
+    Settings are resolved from the environment and the defaults, once, on first use (importing
+    this module never imports Celery). benchctl's own commands never come here: they make their
+    app from the Settings they resolved."""
     if name in ("app", "celery"):
-        from .broker import BrokerConfig
+        from .settings import Settings
 
-        globals()["app"] = globals()["celery"] = make_app(BrokerConfig.resolve(None))
+        globals()["app"] = globals()["celery"] = make_app(Settings.resolve())
         return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

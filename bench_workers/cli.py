@@ -19,10 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-from bench_protocol.broker import BrokerConfig, ping, redact
+from bench_protocol.broker import BrokerConfig, ping, ping_broker, redact
 from bench_protocol.errors import BenchError, SpecError
 from bench_protocol.numeric import check_number
-from bench_protocol.spec import check_pool, check_torch_device, pool_kind
+from bench_protocol.settings import Settings
+from bench_protocol.spec import check_pool, check_torch_device
+
+from . import identity
 
 MAX_THREADS = 4096
 
@@ -46,9 +49,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = _OneLineParser(prog="bench-worker", description=__doc__.splitlines()[0].replace("``", ""))
     p.add_argument("--device", required=True, help="cpu, cuda, cuda:N or mps")
     p.add_argument("--queue", help="pool (queue) to consume; default: the device kind (cpu, cuda, mps)")
+    p.add_argument("--allow-pool-mismatch", action="store_true",
+                   help="consume a pool named for another device kind (--device cpu --queue cuda)")
+    p.add_argument("--allow-missing-device", action="store_true",
+                   help="start although torch cannot use --device here (tests, dry runs: every cell is an error record)")
     p.add_argument("--threads", type=_threads, help="torch threads (default: torch's choice, or the --cpus count)")
     p.add_argument("--cpus", help="CPU affinity, e.g. 0-3 or 0,2,4")
-    p.add_argument("--name", help="worker name (default POOL-PID@HOSTNAME)")
+    p.add_argument("--name", help="worker name, held by one live worker at a time (default POOL-PID@HOSTNAME)")
     p.add_argument("--broker", help="redis://, rediss://, amqp:// or amqps:// URL (default $BENCHCTL_BROKER_URL)")
     p.add_argument("--store", help="redis:// or rediss:// URL of benchctl's records (default $BENCHCTL_STORE_URL, "
                                    "else the broker when it is Redis)")
@@ -124,8 +131,7 @@ def configure(args: argparse.Namespace):
 
     device = check_torch_device(args.device)
     pool = check_pool(args.queue or device.split(":")[0])
-    if pool_kind(pool) != device.split(":")[0] and args.queue is None:
-        raise SpecError(f"pool {pool} does not match device {device}")
+    identity.check_pool(device, pool, args.allow_pool_mismatch)
     torch_device = pin_cuda_device(device, os.environ)
     cpus = parse_cpus(args.cpus) if args.cpus else None
     if cpus:
@@ -141,9 +147,9 @@ def configure(args: argparse.Namespace):
         if not path.is_dir():
             raise SpecError(f"--models-dir {d} is not a directory")
         dirs.append(path)
-    broker = BrokerConfig.resolve(args.broker, args.store)
+    shared = Settings.resolve(args.broker, args.store)
     name = args.name or f"{pool}-{os.getpid()}@{socket.gethostname()}"
-    return WorkerSettings(device=device, torch_device=torch_device, pool=pool, name=name, broker=broker,
+    return WorkerSettings(device=device, torch_device=torch_device, pool=pool, name=name, shared=shared,
                           threads=threads, cpus=cpus, models_dirs=dirs)
 
 
@@ -173,30 +179,45 @@ def _require_torch(device: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check who this worker is (its flags, torch, the store, the broker, its device, its name),
+    then serve its pool until it is stopped."""
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from bench_protocol import celery_app  # noqa: F401  (its settings come from the environment, checked on import)
-
-    settings = configure(args)
+    settings = configure(args)  # every flag and setting checked: a bad one is one line
     _require_torch(settings.device)
     client = ping(settings.broker)
+    ping_broker(settings.broker)  # a RabbitMQ that refuses the credentials or the vhost: one line, exit 3
 
+    from .fingerprint import device_missing, fingerprint_in_subprocess, host_fingerprint
+    from .record_store import RecordStore
+
+    if settings.device.startswith("cuda"):
+        # NVML and CUDA are not fork-safe: this process forks the measuring child, so the GPU's
+        # fingerprint is taken by a subprocess that sees what the child will see; the same
+        # subprocess says whether torch can use the GPU at all.
+        settings.fingerprint = fingerprint_in_subprocess(settings.device, settings.torch_device, settings.threads,
+                                                         settings.cpus, check_device=True)
+        missing = settings.fingerprint.pop("device_missing", None)
+    else:
+        settings.fingerprint = host_fingerprint(settings.device, settings.threads, settings.cpus)
+        missing = device_missing(settings.torch_device)
+    identity.check_device(settings.device, missing, args.allow_missing_device)
+    store = RecordStore(client)
+    me = identity.owner()
+    identity.hold_name(store, settings.name, me)  # a live worker of this name: refused here, in one line
+    try:
+        return _serve(args, settings, store, me)
+    finally:
+        store.release_name(settings.name, me["instance"])
+
+
+def _serve(args: argparse.Namespace, settings, store, me: dict) -> int:
     from celery import signals
 
     from bench_protocol.celery_app import make_app
 
-    from .fingerprint import fingerprint_in_subprocess, host_fingerprint
-    from .record_store import RecordStore
     from .runtimes import installed as installed_runtimes
     from .tasks import register_tasks
 
-    if settings.device.startswith("cuda"):
-        # NVML and CUDA are not fork-safe: this process forks the measuring child, so the GPU's
-        # fingerprint is taken by a subprocess that sees what the child will see.
-        settings.fingerprint = fingerprint_in_subprocess(settings.device, settings.torch_device, settings.threads,
-                                                         settings.cpus)
-    else:
-        settings.fingerprint = host_fingerprint(settings.device, settings.threads, settings.cpus)
-    store = RecordStore(client)
     for warning in store.first_use(settings.broker.safe_url):
         logging.getLogger("benchctl.worker").warning(warning)
     store.put_fingerprint(settings.fingerprint)
@@ -208,10 +229,12 @@ def run(args: argparse.Namespace) -> int:
                        + (f", {gpu}" if gpu else "") + f", torch {fp.get('torch')}, {fp.get('torch_threads')} threads",
             # What this worker can run (libraries found, nothing imported): submit checks variants against it.
             "runtimes": installed_runtimes()}
-    store.register(settings.name, info)
-    heartbeat = store.heartbeat(settings.name, info, settings.broker).start()
+    presence = identity.Presence(store, settings.name, info, me)
+    # Listed live by the consumer once it consumes (identity.listing_step), not before.
+    heartbeat = store.heartbeat(settings.name, info, settings.shared, register=presence.beat).start()
 
-    app = make_app(settings.broker)
+    app = make_app(settings.shared)
+    app.steps["consumer"].add(identity.listing_step(presence))
     register_tasks(app, settings)
 
     @signals.worker_process_init.connect(weak=False)
@@ -228,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         ])
     finally:
         heartbeat.stop()
-        store.unregister(settings.name)
+        presence.close()
     return 0
 
 

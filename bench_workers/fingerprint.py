@@ -184,12 +184,47 @@ def _identified(fp: dict) -> dict:
 SUBPROCESS_TIMEOUT_S = 120  # importing torch and initialising CUDA on a busy host
 
 
-def fingerprint_in_subprocess(device: str, torch_device: str, threads: int | None, cpus: list[int] | None) -> dict:
+def device_missing(torch_device: str) -> str | None:
+    """Why torch in this process cannot use ``torch_device`` (as this process sees it: cuda:0
+    after pinning, mps), or None when it can. Asking about CUDA initialises it: call this in a
+    subprocess (:func:`fingerprint_in_subprocess` with ``check_device``), never in a worker's parent."""
+    try:
+        import torch
+    except Exception as exc:
+        return f"torch cannot be imported: {exc}"
+    kind = torch_device.split(":")[0]
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return None if mps is not None and mps.is_available() else "torch has no MPS device on this host"
+    if kind != "cuda":
+        return None
+    if not torch.version.cuda and not getattr(torch.version, "hip", None):
+        return f"torch {torch.__version__} is built without CUDA"
+    try:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception as exc:
+        return f"CUDA is unavailable to torch: {exc}"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    shown = f" with CUDA_VISIBLE_DEVICES={visible}" if visible is not None else ""
+    index = int(torch_device.split(":")[1]) if ":" in torch_device else 0
+    if count == 0:
+        return f"torch sees no CUDA device{shown} (no GPU, or no driver)"
+    if index >= count:
+        return f"torch sees {count} CUDA device(s){shown}"
+    return None
+
+
+def fingerprint_in_subprocess(device: str, torch_device: str, threads: int | None, cpus: list[int] | None,
+                              check_device: bool = False) -> dict:
     """``host_fingerprint`` taken by a child process, so this process never touches NVML or CUDA.
-    A child that fails leaves a fingerprint without GPU facts, with the reason."""
+    A child that fails leaves a fingerprint without GPU facts, with the reason. With
+    ``check_device``, the same child also says whether torch can use the device: the result's
+    ``device_missing`` is why not (None when it can; not part of the fingerprint, pop it)."""
     import subprocess
 
     args = [sys.executable, "-m", "bench_workers.fingerprint", device, "--torch-device", torch_device]
+    if check_device:
+        args.append("--check-device")
     if threads:
         args += ["--threads", str(threads)]
     if cpus:
@@ -201,7 +236,10 @@ def fingerprint_in_subprocess(device: str, torch_device: str, threads: int | Non
         detail = getattr(exc, "stderr", None) or str(exc)
         fp = host_fingerprint("cpu", threads, cpus)
         fp.update({"device": device, "gpu": None, "gpu_reason": f"fingerprint subprocess failed: {detail.strip()[-300:]}"})
-        return _identified(fp)
+        fp = _identified(fp)
+        if check_device:
+            fp["device_missing"] = f"it cannot be checked: {fp['gpu_reason']}"
+        return fp
 
 
 def main(argv=None) -> None:
@@ -212,9 +250,13 @@ def main(argv=None) -> None:
     p.add_argument("--torch-device")
     p.add_argument("--threads", type=int)
     p.add_argument("--cpus")
+    p.add_argument("--check-device", action="store_true", help="add device_missing: why torch cannot use the device")
     a = p.parse_args(argv)
     cpus = [int(c) for c in a.cpus.split(",")] if a.cpus else None
-    json.dump(host_fingerprint(a.device, a.threads, cpus, a.torch_device), sys.stdout, indent=2, default=str)
+    fp = host_fingerprint(a.device, a.threads, cpus, a.torch_device)
+    if a.check_device:
+        fp["device_missing"] = device_missing(a.torch_device or a.device)
+    json.dump(fp, sys.stdout, indent=2, default=str)
     print()
 
 

@@ -7,7 +7,7 @@ retries later; a cell with a finished record is not measured again.
 A cell is measured only as its run's stored spec defines it: a task whose cell spec differs
 (sent by hand, say, with another model or one iteration) saves a ``spec_mismatch`` error
 record instead. A cell whose measuring process keeps dying (the kernel's OOM killer) is given
-``max_cell_deaths()`` deaths (bench_protocol/lifecycle.py), counted by the worker's parent as
+``max_cell_deaths`` deaths (bench_protocol/settings.py), counted by the worker's parent as
 Celery sees each one; its next delivery saves a ``crashed`` error record, so the run ends.
 """
 
@@ -21,7 +21,6 @@ import signal
 import time
 from collections import Counter
 
-from bench_protocol import lifecycle
 from bench_protocol.celery_app import CLAIM_REFRESH
 from bench_protocol.errors import BenchError, SpecError
 from bench_protocol.keys import TASK_RUN_CELL
@@ -151,7 +150,7 @@ def _test_kill_hook(cell_id: str) -> None:
 
 
 def register_tasks(app, settings: WorkerSettings) -> None:
-    max_deaths = lifecycle.max_cell_deaths()  # checked once, at the worker's start
+    max_deaths = settings.shared.max_cell_deaths  # resolved once, at the worker's start
 
     @app.task(name=TASK_RUN_CELL, bind=True, acks_late=True, reject_on_worker_lost=True,
               Request=_request_class(settings, max_deaths))

@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_protocol.broker import BrokerConfig
 from bench_protocol.celery_app import make_app
+from bench_protocol.settings import Settings
 
 
 def free_port() -> int:
@@ -48,14 +48,14 @@ def main() -> None:
         worker = subprocess.Popen([str(Path(sys.executable).parent / "bench-worker"), "--device", "cpu", "--broker", url,
                                    "--name", "liveness@bench"], stdout=open(tmp / "worker.log", "wb"),
                                   stderr=subprocess.STDOUT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-        store = ControllerStore(BrokerConfig.resolve(url))
+        store = ControllerStore(Settings.resolve(url))
         deadline = time.monotonic() + 60
         while not any(w["pool"] == "cpu" for w in store.live_workers()):
             if time.monotonic() > deadline:
                 sys.exit("the worker did not register within 60 s")
             time.sleep(0.2)
         time.sleep(2)  # let the worker's consumer come up for inspect()
-        app = make_app(BrokerConfig.resolve(url))
+        app = make_app(Settings.resolve(url))
         reg, insp = [], []
         for _ in range(args.rounds):
             t0 = time.perf_counter()

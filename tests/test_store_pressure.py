@@ -147,12 +147,12 @@ def _record(run_id: str, batch: int) -> dict:
 
 def test_a_corrupt_record_or_spec_is_named_and_the_rest_collected(redis_server, tiny_model, tmp_path):
     from bench_ctl.store import ControllerStore
-    from bench_protocol.broker import BrokerConfig
+    from bench_protocol.settings import Settings
 
     url, r = redis_server.url, redis_server.client()
     run_id = submit(url, tiny_model)
     good, bad = make_cell_id(run_id, batch=1), make_cell_id(run_id, batch=2)
-    store = ControllerStore(BrokerConfig.resolve(url))
+    store = ControllerStore(Settings.resolve(url))
     store.put_record(_record(run_id, 1))
     store.put_record(_record(run_id, 2))
     r.set(keys.fingerprint(CPU_FP["fingerprint_id"]), json.dumps(CPU_FP))
