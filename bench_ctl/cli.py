@@ -13,7 +13,7 @@ import typer
 
 from bench_protocol.errors import BenchError
 
-from . import commands_config, commands_distributed, commands_history, commands_local  # noqa: F401  (they add their commands to app)
+from .commands import config, distributed, history, local  # noqa: F401  (they add their commands to app)
 from .options import app, echo_err
 
 

@@ -1,6 +1,6 @@
 """A cell's lifecycle in its run: its states, the sets of them, the moves between them, and
 every Redis script that makes a move, in one module (Celery's ``states.py`` is the model).
-The worker (bench_workers/record_store.py), the controller (bench_ctl/store.py) and recovery
+The worker (bench_workers/worker/record_store.py), the controller (bench_ctl/runs/store.py) and recovery
 (bench_protocol/recovery.py) call the functions here; no other module writes a cell's state.
 
     submit ──► queued ──claim──► running ──save──► ok | error

@@ -4,7 +4,7 @@ its unit, whether less is better, its label in the report's tables and which tab
 The worker writes them under a record's "metrics" (a test holds its trackers to this list); the
 controller's tidy frame, its tables, its report and the results history all read METRICS, so a
 new metric is one line here plus its tracker. The history gains a column for it on its next
-append (bench_ctl/history.py).
+append (bench_ctl/history/database.py).
 
 Latency statistics live under "latency_ms" (n, mean, median, p90, p95, p99, std, min, max, cv);
 a generate cell adds statistics for its two phases (PHASE_STATS).
@@ -66,7 +66,7 @@ _LAT, _TTFT, _DEC = "latency_ms", "ttft_ms", "decode_ms_per_token"
 # wherever % of peak is shown: a % of an unstable ceiling is approximate.
 UNSTABLE_PCT = 10.0
 
-# In the tidy frame's order. FLOPs and ceilings: bench_workers/roofline.py.
+# In the tidy frame's order. FLOPs and ceilings: bench_workers/cell/roofline.py.
 METRICS = (
     Metric("latency_ms_mean", "ms", True, "e2e_ms", ("seed", "generation"), (_LAT, "mean")),
     Metric("latency_ms_p50", "ms", True, "p50_ms", ("details",), (_LAT, "median")),
@@ -117,7 +117,7 @@ METRICS = (
     Metric("host_other_cpu_share", "share", True, "others_cpu", ("details",), sparse=True),
     Metric("host_steal_share", "share", True, "steal", (), sparse=True),
     Metric("host_load_1m", "", True, "load_1m", (), sparse=True),
-    # Against the fp32 eager reference on the same worker (bench_workers/accuracy.py).
+    # Against the fp32 eager reference on the same worker (bench_workers/cell/accuracy.py).
     Metric("accuracy_top1_agreement", "share", False, "top1_agree", ("details",), sparse=True),
     Metric("accuracy_max_abs_diff", "logit", True, "max_abs_diff", ("details",), sparse=True),
     Metric("accuracy_token_agreement", "share", False, "token_agree", ("generation",), sparse=True),
@@ -148,7 +148,7 @@ def shown_in(table: str) -> list[Metric]:
 
 # The names the worker writes directly under a record's "metrics", taken as they are.
 PLAIN_METRICS = [m.name for m in METRICS if not m.path]
-# Statistics of a generate cell's two phases (bench_workers/generation.py): {"ttft_ms": ("mean", ...), ...}.
+# Statistics of a generate cell's two phases (bench_workers/cell/generation.py): {"ttft_ms": ("mean", ...), ...}.
 PHASE_STATS: dict[str, tuple[str, ...]] = {}
 for _m in METRICS:
     if _m.path and _m.path[0] != _LAT:

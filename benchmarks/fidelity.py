@@ -25,7 +25,7 @@ from torch.utils.benchmark import Timer  # noqa: E402
 
 from bench_protocol.spec import CellSpec, MeasureRules, ModelRef  # noqa: E402
 from bench_workers import inputs  # noqa: E402
-from bench_workers.measure import ModelCache, measure_cell  # noqa: E402
+from bench_workers.cell.measure import ModelCache, measure_cell  # noqa: E402
 from bench_workers.trackers import rss  # noqa: E402
 
 ITERS = {1: 20, 8: 6, 32: 3}

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from bench_protocol.spec import DEFAULT_GENERATIVE_MODEL, CellSpec, MeasureRules, ModelRef  # noqa: E402
 from bench_workers import inputs  # noqa: E402
-from bench_workers.measure import ModelCache, measure_cell  # noqa: E402
+from bench_workers.cell.measure import ModelCache, measure_cell  # noqa: E402
 
 
 def harness(cache, model: str, batch: int, seq: int, new: int, iters: int) -> dict:

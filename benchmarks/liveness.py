@@ -35,7 +35,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=7)
     args = p.parse_args()
-    from bench_ctl.store import ControllerStore
+    from bench_ctl.runs.store import ControllerStore
 
     tmp = Path(tempfile.mkdtemp(prefix="benchctl-liveness-"))
     port = free_port()

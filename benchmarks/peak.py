@@ -1,6 +1,6 @@
 """Is the worker's measured GEMM peak a strong ceiling? Against a bare torch.matmul loop.
 
-The worker's peak (`bench_workers.peaks.gemm_peak`: best of square sizes, best repetition)
+The worker's peak (`bench_workers.device.peaks.gemm_peak`: best of square sizes, best repetition)
 and a bare loop of `torch.matmul` at one size timed end to end with perf_counter, interleaved
 round by round in one process (machines are noisy). The figure is the median over rounds of
 peak / bare: at or above 0.9 the % of peak in a report is not flattered by a weak ceiling.
@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from bench_workers.dtypes import torch_dtype
-from bench_workers.peaks import gemm_peak
+from bench_workers.cell.dtypes import torch_dtype
+from bench_workers.device.peaks import gemm_peak
 
 
 def bare_tflops(n: int, dtype, iters: int, device) -> float:

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_protocol.spec import CellSpec, MeasureRules, ModelRef  # noqa: E402
 from bench_workers import inputs  # noqa: E402
-from bench_workers.measure import ModelCache, measure_cell  # noqa: E402
+from bench_workers.cell.measure import ModelCache, measure_cell  # noqa: E402
 
 RUN = "20260101-000000-beef00"
 COMBOS = [("eager", "fp32"), ("eager", "int8"), ("ort", "fp32"), ("ort", "int8"), ("openvino", "fp32")]
@@ -74,7 +74,7 @@ def main() -> None:
     args = p.parse_args()
     import torch
 
-    from bench_workers.models import load_model
+    from bench_workers.cell.models import load_model
 
     rules = MeasureRules(warmup=2, min_iterations=args.iterations, min_time=0, max_time=600)
     model = load_model(ModelRef(weights="random")).model.eval()

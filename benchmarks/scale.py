@@ -72,7 +72,7 @@ def with_latencies(record: dict, n: int) -> dict:
 
 
 def fill(client, cell_ids: list[str], template: dict, fingerprints: dict) -> None:
-    """Finished records for every cell, in the layout workers write (bench_workers/record_store.py)."""
+    """Finished records for every cell, in the layout workers write (bench_workers/worker/record_store.py)."""
     from bench_protocol import keys, record_codec
     from bench_protocol.spec import parse_cell_id
 
@@ -96,7 +96,7 @@ def lifecycle_commands(client, url: str, run_id: str, cell_id: str) -> dict:
     worker heartbeat, by the workers' own code."""
     from bench_protocol.broker import BrokerConfig
     from bench_protocol.settings import Settings
-    from bench_workers.record_store import RecordStore
+    from bench_workers.worker.record_store import RecordStore
 
     store = RecordStore(BrokerConfig.resolve(url).redis())
     out = {}

@@ -59,8 +59,8 @@ def step_uuid() -> None:
     """NVML's UUID of the device torch calls cuda:0, both ways, and the fingerprint's."""
     import torch
 
-    from bench_workers import cuda_device
-    from bench_workers.fingerprint import host_fingerprint
+    from bench_workers.device import cuda_device
+    from bench_workers.device.fingerprint import host_fingerprint
 
     device = torch.device("cuda", 0)
     pynvml, handle, reason = cuda_device.nvml_handle(torch, device)
@@ -75,9 +75,10 @@ def step_gpu() -> None:
     """The GPU cells: events vs wall clock, energy, variants, out of memory, % of peak."""
     import torch
 
-    from bench_workers import cuda_device, inputs
-    from bench_workers.measure import ModelCache, measure_cell
-    from bench_workers.peaks import PEAKS
+    from bench_workers.cell import inputs
+    from bench_workers.cell.measure import ModelCache, measure_cell
+    from bench_workers.device import cuda_device
+    from bench_workers.device.peaks import PEAKS
 
     pynvml, handle, _ = cuda_device.nvml_handle(torch, torch.device("cuda", 0))
     idle = pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0 if handle is not None else None
@@ -122,7 +123,7 @@ def _guarded(name: str, fn) -> None:
 def _variants(torch, cache, device) -> None:
     """Variants at batch 1: their outputs against the fp32 eager reference (the record's accuracy
     check), and a captured graph faster than eager."""
-    from bench_workers.measure import measure_cell
+    from bench_workers.cell.measure import measure_cell
 
     means, diffs = {}, {}
     for variant in ("eager", "cudagraph", "compile"):
@@ -135,7 +136,7 @@ def _variants(torch, cache, device) -> None:
 
 def _oom(cache) -> None:
     """Out of memory, then a good cell back at its baseline."""
-    from bench_workers.measure import measure_cell
+    from bench_workers.cell.measure import measure_cell
 
     good = _summary(measure_cell(_cell("cuda", 8, min_time=0.3), "cuda:0", cache=cache))
     oom = measure_cell(_cell("cuda", 65536, seq=512, min_time=0.1, iterations=1), "cuda:0", cache=cache)
@@ -148,9 +149,9 @@ def step_fork() -> None:
     """The worker's path: a parent that never touches NVML or CUDA, a forked child that measures."""
     import torch
 
-    from bench_workers import optional
-    from bench_workers.fingerprint import fingerprint_in_subprocess
-    from bench_workers.measure import measure_cell
+    from bench_workers.cell.measure import measure_cell
+    from bench_workers.device import optional
+    from bench_workers.device.fingerprint import fingerprint_in_subprocess
 
     fp = fingerprint_in_subprocess("cuda:0", "cuda:0", None, None)
     parent_clean = not optional.nvml_initialised_here() and not torch.cuda.is_initialized()
@@ -170,7 +171,7 @@ def step_fork() -> None:
 
 
 def step_cpu() -> None:
-    from bench_workers.measure import measure_cell
+    from bench_workers.cell.measure import measure_cell
 
     _emit(**_summary(measure_cell(_cell("cpu", 32, min_time=1.0, iterations=3), "cpu")))
 
@@ -250,7 +251,7 @@ def _judge_gpu(c: Check, gpu: list[dict], gpu_name: str | None) -> dict:
     c.verdict("% of spec-sheet peak plausible (b32 fp32, 0.5-100%)", pct is not None and 0.5 <= pct <= 100,
               f"{pct}% of {peaks.get('spec_name')} {peaks.get('spec_tflops')} TFLOP/s; achieved {b32.get('tflops_achieved')}")
     bf16 = _by(gpu, "bf16-peak").get("gemm_tflops")
-    from bench_workers.spec_sheet import spec_peak
+    from bench_workers.device.spec_sheet import spec_peak
 
     spec_bf16 = spec_peak(gpu_name, "bf16").get("spec_tflops")
     c.verdict("measured fp32 GEMM peak not above 1.1 x spec", bool(peaks.get("gemm_tflops")) and "peak_above_spec" not in peaks,

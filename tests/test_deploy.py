@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import benchctl, load_json
 
-from bench_workers.cli import parse_args
+from bench_workers.worker.cli import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -146,7 +146,7 @@ def test_a_cuda_1_cell_killed_by_its_hard_limit_is_reported(redis_server, tmp_pa
     FAILURE behind (its hard time limit killed it): the id is parsed back in one place."""
     import json
 
-    from bench_ctl.store import ControllerStore
+    from bench_ctl.runs.store import ControllerStore
     from bench_protocol.settings import Settings
     from bench_protocol.spec import RunSpec
 

@@ -6,15 +6,15 @@ import pytest
 from conftest import benchctl, load_json
 from seed_records import seed_document
 
-from bench_ctl.document import to_markdown
-from bench_ctl.fastest import fastest_ways
-from bench_ctl.frame import cells_frame
-from bench_ctl.report import build
+from bench_ctl.reporting.document import to_markdown
+from bench_ctl.reporting.fastest import fastest_ways
+from bench_ctl.reporting.frame import cells_frame
+from bench_ctl.reporting.report import build
 from bench_protocol.errors import SpecError
 from bench_protocol.spec import CellSpec, MeasureRules, ModelRef, RunSpec, parse_cell_id
-from bench_workers.embedded import run_embedded
-from bench_workers.measure import measure_cell
-from bench_workers.spec_sheet import spec_peak
+from bench_workers.cell.embedded import run_embedded
+from bench_workers.cell.measure import measure_cell
+from bench_workers.device.spec_sheet import spec_peak
 
 FAST = MeasureRules(warmup=1, min_iterations=5, min_time=0.05, max_time=10)
 RUN = "20260101-000000-abcdef"
@@ -60,9 +60,9 @@ def test_default_model_flops_match_flop_counter_mode():
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from bench_workers import inputs
-    from bench_workers.flops import count_flops
-    from bench_workers.models import load_model
+    from bench_workers.cell import inputs
+    from bench_workers.cell.flops import count_flops
+    from bench_workers.cell.models import load_model
 
     model = load_model(ModelRef()).model.eval()
     feeds = inputs.synthetic(torch, 8, 128, 30522, torch.device("cpu"))

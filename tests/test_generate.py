@@ -5,7 +5,7 @@ from conftest import benchctl, load_json
 
 from bench_protocol.errors import SpecError
 from bench_protocol.spec import CellSpec, MeasureRules, ModelRef, parse_cell_id
-from bench_workers.measure import measure_cell
+from bench_workers.cell.measure import measure_cell
 
 RUN = "20260101-000000-abcdef"
 FAST = ["--warmup", "1", "--iterations", "3", "--min-time", "0"]
@@ -42,7 +42,7 @@ def test_each_timed_call_is_one_prefill_and_n_minus_one_decode_steps(models_dir)
 
 
 def test_default_generative_model_runs_offline_from_its_bundled_config():
-    from bench_workers.models import load_model
+    from bench_workers.cell.models import load_model
 
     loaded = load_model(ModelRef(model="gpt2"), task="generate")
     assert loaded.weights == "random" and loaded.source == "bundled config.json"
@@ -106,9 +106,9 @@ def test_distributed_generate_cells_on_two_pools_merge_into_both_tables(redis_se
 def test_phase_sentences_compare_prefill_and_decode():
     from seed_records import seed_document
 
-    from bench_ctl.document import to_markdown
-    from bench_ctl.frame import cells_frame
-    from bench_ctl.report import build
+    from bench_ctl.reporting.document import to_markdown
+    from bench_ctl.reporting.frame import cells_frame
+    from bench_ctl.reporting.report import build
 
     doc = seed_document()
     for rec, ttft, step in zip(doc["cells"], (200.0, 20.0), (50.0, 5.0)):

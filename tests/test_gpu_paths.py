@@ -14,13 +14,13 @@ import pytest
 from conftest import benchctl, read_record, wait_for, worker_env
 
 from bench_protocol.errors import SpecError
-from bench_workers import cuda_device, optional
-from bench_workers.cli import pin_cuda_device
-from bench_workers.measure import classify
-from bench_workers.spec_sheet import spec_peak
-from bench_workers.timers import CudaTimer
+from bench_workers.cell.measure import classify
+from bench_workers.cell.timers import CudaTimer
+from bench_workers.device import cuda_device, optional
+from bench_workers.device.spec_sheet import spec_peak
 from bench_workers.trackers.gpu_clocks import GpuClockTracker
 from bench_workers.trackers.gpu_power import NvmlPowerTracker
+from bench_workers.worker.cli import pin_cuda_device
 
 FAKE_DIR = Path(__file__).parent / "fake_nvml"
 UUID0 = "GPU-11111111-2222-3333-4444-555555555555"
@@ -186,7 +186,7 @@ def test_device_order_chosen_by_the_environment_is_kept_and_an_absent_gpu_is_one
 
 @pytest.mark.fast
 def test_fingerprint_reads_uuids_in_cuda_visible_devices(fake_nvml, monkeypatch):
-    from bench_workers.fingerprint import _gpu_facts
+    from bench_workers.device.fingerprint import _gpu_facts
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", UUID1[:12])  # a UUID prefix, as CUDA accepts
     facts = _gpu_facts("cuda:0")
@@ -264,7 +264,7 @@ def test_spec_sheet_matches_exact_names_only(name, label):
 
 @pytest.mark.fast
 def test_a_measured_peak_above_the_spec_sheet_is_flagged():
-    from bench_workers.measure import _peak_check
+    from bench_workers.cell.measure import _peak_check
 
     assert "above 1.1 x" in _peak_check({"gemm_tflops": 130.0}, {"spec_tflops": 67.0})["peak_above_spec"]
     assert _peak_check({"gemm_tflops": 60.0}, {"spec_tflops": 67.0}) == {}
@@ -305,21 +305,21 @@ def _gpu_doc(**trackers):
 
 @pytest.mark.fast
 def test_a_gpu_without_a_power_reading_keeps_its_latency_valid():
-    from bench_ctl.frame import cells_frame
+    from bench_ctl.reporting.frame import cells_frame
 
     doc = _gpu_doc(gpu_power={"available": False, "reason": "Not Supported (MIG device)"})
     next(c for c in doc["cells"] if c["pool"] == "cuda")["metrics"]["gpu_avg_power_w"] = None
     frame = cells_frame(doc)
     gpu = frame[frame["pool"] == "cuda"].iloc[0]
     assert gpu["valid"] == True and gpu["invalid_reason"] is None  # noqa: E712
-    from bench_ctl.report import method_lines as _method_lines
+    from bench_ctl.reporting.report import method_lines as _method_lines
 
     assert "gpu_power: not measured: Not Supported (MIG device)" in _method_lines(doc)
 
 
 @pytest.mark.fast
 def test_a_thermally_throttled_gpu_cell_is_invalid_and_a_power_cap_is_not():
-    from bench_ctl.frame import cells_frame
+    from bench_ctl.reporting.frame import cells_frame
 
     hot = cells_frame(_gpu_doc(gpu_clocks={"available": True, "throttled": True, "power_capped": True,
                                            "throttle_reasons": ["software power cap", "hardware thermal slowdown"]}))
@@ -332,8 +332,8 @@ def test_a_thermally_throttled_gpu_cell_is_invalid_and_a_power_cap_is_not():
 
 @pytest.mark.fast
 def test_transfers_are_shown_in_the_details_of_gpu_cells_only():
-    from bench_ctl.frame import cells_frame
-    from bench_ctl.tables import detail_table
+    from bench_ctl.reporting.frame import cells_frame
+    from bench_ctl.reporting.tables import detail_table
 
     table = detail_table(cells_frame(_gpu_doc()))
     assert list(table["h2d_ms"].round(2).fillna(-1)) == [-1, 0.21]

@@ -11,13 +11,13 @@ from conftest import BIN, benchctl, load_json, worker_env
 from seed_records import RUN_ID, seed_document
 from test_history import postgres_history, sqlite_history  # noqa: F401 (fixtures)
 
-import bench_ctl.frame as frame_module
-import bench_ctl.history as history_module
-from bench_ctl.document import markdown_table, to_markdown
-from bench_ctl.frame import CELL_COLUMNS, COLUMNS, cells_frame
-from bench_ctl.history import History, HistoryError, NothingMeasured, finish_run
-from bench_ctl.report import build
-from bench_ctl.tables import PHASES, SIDE_METRICS, detail_table, efficiency_table, generation_table
+import bench_ctl.history.database as history_module
+import bench_ctl.reporting.frame as frame_module
+from bench_ctl.history.database import History, HistoryError, NothingMeasured, finish_run
+from bench_ctl.reporting.document import markdown_table, to_markdown
+from bench_ctl.reporting.frame import CELL_COLUMNS, COLUMNS, cells_frame
+from bench_ctl.reporting.report import build
+from bench_ctl.reporting.tables import PHASES, SIDE_METRICS, detail_table, efficiency_table, generation_table
 from bench_protocol.metrics import METRICS, PHASE_COLUMNS, PLAIN_METRICS, TABLES, Metric, shown_in
 
 NEW_RUN = "20250102-000000-5eed01"
@@ -222,7 +222,7 @@ def column(text: str, name: str) -> list[str]:
 
 @pytest.mark.fast
 def test_trend_and_compare_tables_print_integers_as_integers():
-    from bench_ctl.compare import compare
+    from bench_ctl.reporting.compare import compare
 
     table = compare(seed_document(), seed_document())
     text = markdown_table(table)

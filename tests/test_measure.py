@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from bench_protocol.spec import CellSpec, MeasureRules, ModelRef, RunSpec
-from bench_workers import dtypes
-from bench_workers.embedded import run_embedded
-from bench_workers.measure import ModelCache, measure_cell
-from bench_workers.models import load_model
-from bench_workers.stop_rule import StopRule
-from bench_workers.timers import CpuTimer
+from bench_workers.cell import dtypes
+from bench_workers.cell.embedded import run_embedded
+from bench_workers.cell.measure import ModelCache, measure_cell
+from bench_workers.cell.models import load_model
+from bench_workers.cell.stop_rule import StopRule
+from bench_workers.cell.timers import CpuTimer
 from bench_workers.trackers.latency import LatencyTracker
 from bench_workers.trackers.rapl import RaplTracker
 from bench_workers.trackers.rss import PeakRssTracker
@@ -235,7 +235,7 @@ def test_gpu_power_tracker_without_nvml_says_why():
 
 
 def test_a_recurring_worker_warning_is_logged_once_per_interval(caplog):
-    from bench_workers.record_store import Throttled
+    from bench_workers.worker.record_store import Throttled
 
     throttled = Throttled(interval=60)
     with caplog.at_level("WARNING", logger="benchctl.worker"):

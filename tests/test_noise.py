@@ -9,8 +9,8 @@ import time
 import pytest
 from seed_records import seed_document
 
-from bench_ctl.compare import INVALID, compare, regressions
-from bench_ctl.frame import cells_frame
+from bench_ctl.reporting.compare import INVALID, compare, regressions
+from bench_ctl.reporting.frame import cells_frame
 from bench_workers.trackers.host_load import HostLoadTracker
 
 
@@ -45,7 +45,7 @@ def test_a_spread_latency_on_a_busy_host_names_the_host_as_the_reason():
 def test_ceilings_are_the_best_of_spaced_rounds_with_their_spread():
     import torch
 
-    from bench_workers.peaks import copy_bandwidth, gemm_peak, spread_pct
+    from bench_workers.device.peaks import copy_bandwidth, gemm_peak, spread_pct
 
     g = gemm_peak(torch, torch.device("cpu"), "fp32", rounds=2)
     assert len(g["rounds_tflops"]) == 2 and g["tflops"] == max(g["rounds_tflops"]) and g["spread_pct"] >= 0
@@ -56,8 +56,8 @@ def test_ceilings_are_the_best_of_spaced_rounds_with_their_spread():
 
 @pytest.mark.fast
 def test_an_unstable_ceiling_is_flagged_where_percent_of_peak_is_shown():
-    from bench_ctl import report
-    from bench_ctl.document import to_markdown
+    from bench_ctl.reporting import report
+    from bench_ctl.reporting.document import to_markdown
 
     doc = seed_document()
     for c in doc["cells"]:
@@ -104,7 +104,7 @@ class _Plt:
 
 @pytest.mark.fast
 def test_a_speedup_over_an_invalid_baseline_cell_is_crossed_out():
-    from bench_ctl.plots import speedup
+    from bench_ctl.reporting.plots import speedup
 
     doc = seed_document()
     next(c for c in doc["cells"] if c["pool"] == "cpu")["metrics"]["latency_ms"]["cv"] = 0.5  # baseline INVALID

@@ -9,7 +9,7 @@ import subprocess
 from conftest import BIN, load_json, worker_env
 from seed_records import seed_document
 
-from bench_ctl.render import render_all
+from bench_ctl.reporting.render import render_all
 
 
 def _cpu_only(doc):

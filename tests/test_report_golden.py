@@ -5,10 +5,10 @@ from pathlib import Path
 
 from seed_records import seed_document
 
-from bench_ctl.document import to_markdown
-from bench_ctl.frame import cells_frame
-from bench_ctl.report import build
-from bench_ctl.tables import comparison_table
+from bench_ctl.reporting.document import to_markdown
+from bench_ctl.reporting.frame import cells_frame
+from bench_ctl.reporting.report import build
+from bench_ctl.reporting.tables import comparison_table
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed_report.md"
 SEED_TABLE = """\
@@ -88,7 +88,7 @@ def test_an_invalid_cell_does_not_drive_the_recommendation():
 
 
 def test_plots_bound_their_ticks_and_draw_invalid_cells(tmp_path):
-    from bench_ctl.plots import MAX_TICKS, batch_ticks, make_plots
+    from bench_ctl.reporting.plots import MAX_TICKS, batch_ticks, make_plots
 
     assert batch_ticks([1, 8]) == [1.0, 8.0]
     ticks = batch_ticks(range(1, 4097))

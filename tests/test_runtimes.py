@@ -6,7 +6,7 @@ import pytest
 from bench_protocol import spec as spec_module
 from bench_protocol.spec import CellSpec, MeasureRules, ModelRef
 from bench_workers import runtimes
-from bench_workers.measure import ModelCache, measure_cell
+from bench_workers.cell.measure import ModelCache, measure_cell
 from bench_workers.runtimes.base import Runner, Runtime
 
 RUN = "20260101-000000-abcdef"
@@ -133,8 +133,8 @@ def test_a_cell_below_the_accuracy_tolerance_is_invalid_and_never_the_fastest_wa
 
     from seed_records import seed_document
 
-    from bench_ctl.fastest import fastest_ways
-    from bench_ctl.frame import cells_frame
+    from bench_ctl.reporting.fastest import fastest_ways
+    from bench_ctl.reporting.frame import cells_frame
 
     doc = seed_document()
     cpu = next(c for c in doc["cells"] if c["pool"] == "cpu")

@@ -54,7 +54,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def test_a_10000_cell_report_stays_readable(tmp_path):
-    from bench_ctl.render import render_all
+    from bench_ctl.reporting.render import render_all
 
     doc = _large_doc()
     assert len(doc["cells"]) == 10_000
@@ -80,8 +80,8 @@ def test_a_10000_cell_report_stays_readable(tmp_path):
 
 
 def test_plots_of_a_large_sweep_fold_their_lines(tmp_path):
-    from bench_ctl.frame import cells_frame
-    from bench_ctl.plots import MAX_LINES, _series
+    from bench_ctl.reporting.frame import cells_frame
+    from bench_ctl.reporting.plots import MAX_LINES, _series
 
     frame = cells_frame(_large_doc(n_batches=40, seqs=10))
     series = list(_series(frame, "latency_ms_mean"))

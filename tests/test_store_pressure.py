@@ -146,7 +146,7 @@ def _record(run_id: str, batch: int) -> dict:
 
 
 def test_a_corrupt_record_or_spec_is_named_and_the_rest_collected(redis_server, tiny_model, tmp_path):
-    from bench_ctl.store import ControllerStore
+    from bench_ctl.runs.store import ControllerStore
     from bench_protocol.settings import Settings
 
     url, r = redis_server.url, redis_server.client()

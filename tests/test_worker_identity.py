@@ -13,7 +13,7 @@ from conftest import BIN, RABBITMQ_PORT, RABBITMQCTL_CMD, benchctl, rabbitmqctl,
 
 from bench_protocol import keys
 from bench_protocol.errors import SpecError
-from bench_workers import identity
+from bench_workers.worker import identity
 
 
 def worker_cmd(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -74,7 +74,7 @@ class Runtime:
                                          f"({exc}): pip install 'benchctl[{self.extra}]'") from None
 
     def check_dtype(self, torch, device, dtype: str) -> None:
-        from ..dtypes import UnsupportedDtype
+        from ..cell.dtypes import UnsupportedDtype
 
         if dtype == "int8":
             raise UnsupportedDtype(f"int8 is not available on {self.name}")

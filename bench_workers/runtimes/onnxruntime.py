@@ -30,7 +30,7 @@ class OnnxRuntime(Runtime):
     devices = ("cpu", "cuda")
 
     def check_dtype(self, torch, device, dtype: str) -> None:
-        from ..dtypes import UnsupportedDtype
+        from ..cell.dtypes import UnsupportedDtype
 
         allowed = {"cpu": ("fp32", "int8"), "cuda": ("fp32", "fp16")}[device.type]
         if dtype not in allowed:
@@ -76,7 +76,7 @@ class OnnxRuntime(Runtime):
             session.run_with_iobinding(binding)
             return binding.get_outputs()[0]
 
-        from ..timers import CpuTimer
+        from ..cell.timers import CpuTimer
 
         return Runner(call_gpu, time.perf_counter() - t0, f"ONNX Runtime {ort.__version__}, {used[0]} (I/O bound on the GPU)",
                       timer=CpuTimer(), sync=lambda: None, torch_allocator=False, info={**info, "export_s": export_s})

@@ -20,7 +20,7 @@ class OpenVino(Runtime):
     devices = ("cpu",)
 
     def check_dtype(self, torch, device, dtype: str) -> None:
-        from ..dtypes import UnsupportedDtype
+        from ..cell.dtypes import UnsupportedDtype
 
         if dtype not in PRECISION:
             raise UnsupportedDtype(f"{dtype} on openvino is not measured (fp32 and bf16 only)")

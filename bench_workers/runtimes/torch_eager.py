@@ -13,7 +13,7 @@ class Eager(Runtime):
     tasks = ("classify", "generate")
 
     def check_dtype(self, torch, device, dtype: str) -> None:
-        from ..dtypes import UnsupportedDtype
+        from ..cell.dtypes import UnsupportedDtype
 
         if dtype == "int8" and device.type != "cpu":
             raise UnsupportedDtype(f"int8 on eager runs on a CPU (PyTorch's dynamic quantisation), not on {device.type}")

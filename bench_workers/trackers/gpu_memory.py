@@ -19,7 +19,7 @@ MB = 1024 * 1024
 
 def start_cell(torch, device) -> float:
     """Free the cache, reset the peaks; the bytes still allocated (MiB) are the cell's baseline."""
-    from ..cuda_device import free_cached
+    from ..device.cuda_device import free_cached
 
     free_cached(torch)
     torch.cuda.reset_peak_memory_stats(device)

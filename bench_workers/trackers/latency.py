@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 
-from ..stats import latency_stats
+from ..cell.stats import latency_stats
 
 
 class LatencyTracker:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 
-from ..optional import psutil
+from ..device.optional import psutil
 from .sampler import PeriodicSampler
 
 MB = 1024 * 1024

@@ -17,7 +17,7 @@ from bench_protocol.numeric import check_number
 from bench_protocol.records import SETTLED, CellState
 from bench_protocol.spec import RunSpec, check_run_id
 
-from .options import DEFAULT_KEEP_DAYS, Broker, KeepDays, NoHistory, Store, app, spec_options
+from ..options import DEFAULT_KEEP_DAYS, Broker, KeepDays, NoHistory, Store, app, spec_options
 
 Timeout = Annotated[float, typer.Option("--timeout", help="seconds to wait at most")]
 Json = Annotated[bool, typer.Option("--json", help="JSON (a line per item) instead of text")]
@@ -41,17 +41,17 @@ def _store(broker: Optional[str], store: Optional[str] = None):
     """The store of this command's settings, resolved once (flags, environment, defaults)."""
     from bench_protocol.settings import Settings
 
-    from .store import ControllerStore
+    from ..runs.store import ControllerStore
 
     return ControllerStore(Settings.resolve(broker, store))
 
 
 def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: bool, quiet: bool = False,
              history: bool = True, keep_days: float = DEFAULT_KEEP_DAYS) -> None:
-    from .collect import wait
-    from .outdir import check_out_dir
-    from .progress import CellProgress
-    from .render import PlotProcess, render_all
+    from ..reporting.outdir import check_out_dir
+    from ..reporting.render import PlotProcess, render_all
+    from ..runs.collect import wait
+    from ..runs.progress import CellProgress
 
     store.run_meta(run_id)
     out = out or Path("results") / run_id
@@ -74,7 +74,7 @@ def _collect(store, run_id: str, out: Optional[Path], timeout: float, partial: b
             store.expire_run(run_id, keep_days * 86400)  # complete and collected: Redis keeps it keep_days more
         except BenchError as exc:  # the report is written; the history below still gets the run
             typer.echo(f"benchctl: warning: run {run_id}: its retention in Redis was not set: {exc}", err=True)
-    from .history import finish_run
+    from ..history.database import finish_run
 
     finish_run(doc, history)  # last: the history's line, or why the run is not in it
 
@@ -94,7 +94,7 @@ def _pools_of(cell_ids) -> list[str]:
 
 def _gathered(store, run_id: str, timeout: float, partial: bool) -> dict:
     """The run's results document, or Incomplete when cells are missing (and not --partial)."""
-    from .collect import gather
+    from ..runs.collect import gather
 
     doc = gather(store, run_id)
     pending = [m for m in doc["missing"] if m["state"] != CellState.CANCELLED]
@@ -132,9 +132,9 @@ def submit(
     json_: Annotated[bool, typer.Option("--json", help="print the run id and cells as JSON")] = False,
 ):
     """Queue one task per cell on its pool's workers; print the run id."""
-    from .outdir import check_out_dir
-    from .submit import shared_hosts
-    from .submit import submit as do_submit
+    from ..reporting.outdir import check_out_dir
+    from ..runs.submit import shared_hosts
+    from ..runs.submit import submit as do_submit
 
     _check_waits(timeout, keep_days)
     if out is not None:
@@ -145,7 +145,7 @@ def submit(
     for host, pools in shared_hosts(store, spec.pools).items():
         typer.echo(f"benchctl: warning: pools {', '.join(pools)} share host {host}: cells measured there at the same "
                    "time disturb each other and are marked INVALID", err=True)
-    from .submit import pools_without_workers
+    from ..runs.submit import pools_without_workers
 
     waiting = pools_without_workers(store, spec.pools) if allow_missing else []
     run_id = do_submit(store, spec, allow_missing)
@@ -168,8 +168,8 @@ def status(
     as_json: Json = False,
 ):
     """Cells by state, progress, and which worker holds which cell."""
-    from .collect import requeue_or_warn
-    from .progress import counts, summary
+    from ..runs.collect import requeue_or_warn
+    from ..runs.progress import counts, summary
 
     check_run_id(run_id)
     store = _store(broker, store_url)
@@ -244,7 +244,7 @@ def runs(limit: Annotated[int, typer.Option("--limit", help="how many (positive)
          prune: Annotated[bool, typer.Option("--prune", help="delete the runs older than --keep-days, every key of each")] = False,
          keep_days: KeepDays = DEFAULT_KEEP_DAYS):
     """Recent runs, newest first; with --prune, delete the old ones from Redis."""
-    from .progress import counts
+    from ..runs.progress import counts
 
     if limit <= 0:
         raise SpecError(f"--limit must be a positive number of runs, got {limit}")
@@ -276,7 +276,7 @@ def retry(
     store_url: Store = None,
 ):
     """Queue again the cells with no record and no live claim (and, with --errors, the failed ones)."""
-    from .collect import retry as do_retry
+    from ..runs.collect import retry as do_retry
 
     check_run_id(run_id)
     queued = do_retry(_store(broker, store_url), run_id, errors)

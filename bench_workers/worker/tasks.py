@@ -28,7 +28,7 @@ from bench_protocol.lifecycle import FINISHED, CellState
 from bench_protocol.records import error_record
 from bench_protocol.spec import CellSpec, RunSpec, parse_cell_id
 
-from .measure import ModelCache, measure_cell
+from ..cell.measure import ModelCache, measure_cell
 from .record_store import RecordStore
 from .settings import WorkerSettings
 

@@ -22,7 +22,7 @@ log = logging.getLogger("benchctl.worker")
 
 SAVE_PATIENCE_S = 180.0  # how long a finished record waits for Redis to come back
 
-# A worker name's owner (bench_workers/identity.py): taken or kept only while it is free or
+# A worker name's owner (bench_workers/worker/identity.py): taken or kept only while it is free or
 # already this process's; else the holder's value is returned. KEYS: owner; ARGV: value, instance, ttl ms.
 _HOLD_NAME = """
 local v = redis.call('GET', KEYS[1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bench_protocol.spec import RunSpec
 
-from .fingerprint import host_fingerprint
+from ..device.fingerprint import host_fingerprint
 from .measure import ModelCache, measure_cell
 
 

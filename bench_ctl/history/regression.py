@@ -8,7 +8,7 @@ import pandas as pd
 
 from bench_protocol.spec import AXES
 
-from .compare import INVALID, noise_pct
+from ..reporting.compare import INVALID, noise_pct
 
 KEY = [*AXES, "fingerprint_id"]
 
@@ -47,8 +47,8 @@ def compare_with_history(run: str, last: int, history=None) -> pd.DataFrame:
     from bench_protocol.errors import SpecError
     from bench_protocol.records import load_results
 
-    from .frame import cells_frame
-    from .history import History, model_of
+    from ..reporting.frame import cells_frame
+    from .database import History, model_of
 
     history = history or History()
     if Path(run).is_file():

@@ -33,7 +33,7 @@ def check_supported(torch, device, name: str) -> None:
     if name == "fp32":
         return
     if device.type == "cuda":
-        from .cuda_device import bf16_native
+        from ..device.cuda_device import bf16_native
 
         # Asked of the cell's device (not the current one), and native only: an emulated bf16
         # (before compute 8.0) would time a conversion path.

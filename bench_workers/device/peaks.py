@@ -12,7 +12,7 @@ import time
 
 from bench_protocol.metrics import UNSTABLE_PCT
 
-from .dtypes import torch_dtype
+from ..cell.dtypes import torch_dtype
 
 # Square GEMM sizes: large enough to reach the device's rate, small enough to take seconds.
 GEMM_SIZES = {"cpu": (512, 1024, 2048), "cuda": (2048, 4096, 8192), "mps": (1024, 2048, 4096)}
@@ -163,7 +163,7 @@ def warm_start(torch_device: str) -> dict:
     import torch
     import transformers  # noqa: F401 (imported now, not inside the first cell)
 
-    from .dtypes import UnsupportedDtype, check_supported
+    from ..cell.dtypes import UnsupportedDtype, check_supported
 
     device = torch.device(torch_device)
     if device.type == "cuda" and not torch.cuda.is_available():

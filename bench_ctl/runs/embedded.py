@@ -1,5 +1,5 @@
 """``benchctl run``: the embedded path. The only controller module that reaches for torch, and
-only when it is called (through bench_workers.embedded)."""
+only when it is called (through bench_workers.cell.embedded)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from bench_protocol.errors import BenchError, OutputError
 from bench_protocol.records import dumps, results_document
 from bench_protocol.spec import CELL_AXES, RunSpec
 
-from .outdir import check_out_dir, make_out_dir, write_atomic
+from ..reporting.outdir import check_out_dir, make_out_dir, write_atomic
 
 # The records of a run in progress, a JSON line each as it finishes (a run killed outright
 # leaves them here); replaced by results.json when the run ends or is interrupted.
@@ -25,7 +25,7 @@ def run_here(spec: RunSpec, out: Path, threads: int | None = None) -> tuple[dict
         import torch  # noqa: F401
         import transformers  # noqa: F401
 
-        from bench_workers.embedded import run_embedded
+        from bench_workers.cell.embedded import run_embedded
     except ImportError as exc:
         raise BenchError(f"benchctl run measures in this process and needs the worker extra ({exc.name or exc} is "
                          "missing): pip install 'benchctl[worker]'") from None
@@ -68,7 +68,7 @@ def run_here(spec: RunSpec, out: Path, threads: int | None = None) -> tuple[dict
     write_atomic(make_out_dir(out) / "results.json", dumps(doc))
     partial.unlink(missing_ok=True)
     try:
-        from .render import render_all
+        from ..reporting.render import render_all
 
         return render_all(doc, out), doc
     except OutputError as exc:  # the records are on disk already: say so

@@ -14,7 +14,7 @@ import platform
 import socket
 import sys
 
-from .dtypes import cpu_flags
+from ..cell.dtypes import cpu_flags
 from .optional import nvml, package_version, psutil
 
 FLAGS_THAT_MATTER = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_fp16", "amx_tile", "neon", "sve")
@@ -222,7 +222,7 @@ def fingerprint_in_subprocess(device: str, torch_device: str, threads: int | Non
     ``device_missing`` is why not (None when it can; not part of the fingerprint, pop it)."""
     import subprocess
 
-    args = [sys.executable, "-m", "bench_workers.fingerprint", device, "--torch-device", torch_device]
+    args = [sys.executable, "-m", "bench_workers.device.fingerprint", device, "--torch-device", torch_device]
     if check_device:
         args.append("--check-device")
     if threads:
@@ -245,7 +245,7 @@ def fingerprint_in_subprocess(device: str, torch_device: str, threads: int | Non
 def main(argv=None) -> None:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m bench_workers.fingerprint", description="This host's fingerprint as JSON.")
+    p = argparse.ArgumentParser(prog="python -m bench_workers.device.fingerprint", description="This host's fingerprint as JSON.")
     p.add_argument("device", nargs="?", default="cpu")
     p.add_argument("--torch-device")
     p.add_argument("--threads", type=int)
@@ -260,5 +260,5 @@ def main(argv=None) -> None:
     print()
 
 
-if __name__ == "__main__":  # python -m bench_workers.fingerprint [device] [--torch-device cuda:0]
+if __name__ == "__main__":  # python -m bench_workers.device.fingerprint [device] [--torch-device cuda:0]
     main()

@@ -92,7 +92,7 @@ def _warm_child(settings) -> None:
     """The measuring child, before its first cell: torch threads, imports, the device's ceilings."""
     log = logging.getLogger("benchctl.worker")
     try:
-        from .peaks import warm_start
+        from ..device.peaks import warm_start
         from .tasks import _apply_threads
 
         t0 = time.perf_counter()
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     client = ping(settings.broker)
     ping_broker(settings.broker)  # a RabbitMQ that refuses the credentials or the vhost: one line, exit 3
 
-    from .fingerprint import device_missing, fingerprint_in_subprocess, host_fingerprint
+    from ..device.fingerprint import device_missing, fingerprint_in_subprocess, host_fingerprint
     from .record_store import RecordStore
 
     if settings.device.startswith("cuda"):
@@ -215,7 +215,7 @@ def _serve(args: argparse.Namespace, settings, store, me: dict) -> int:
 
     from bench_protocol.celery_app import make_app
 
-    from .runtimes import installed as installed_runtimes
+    from ..runtimes import installed as installed_runtimes
     from .tasks import register_tasks
 
     for warning in store.first_use(settings.broker.safe_url):

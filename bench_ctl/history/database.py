@@ -24,7 +24,7 @@ import pandas as pd
 
 from bench_protocol.errors import BenchError
 
-from .frame import COLUMNS, cells_frame
+from ..reporting.frame import COLUMNS, cells_frame
 
 SCHEMA_VERSION = 1
 DEFAULT_PATH = Path("~/.local/share/benchctl/history.db")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .options import Broker, Store, app
+from ..options import Broker, Store, app
 
 
 def resolved(broker: str | None = None, store: str | None = None) -> dict[str, dict]:
@@ -16,7 +16,7 @@ def resolved(broker: str | None = None, store: str | None = None) -> dict[str, d
     each ``{"value", "source", "help"}``, passwords redacted."""
     from bench_protocol.settings import Settings
 
-    from .history import _safe, history_url
+    from ..history.database import _safe, history_url
 
     rows = Settings.resolve(broker, store).described()
     rows["history"] = {"value": _safe(history_url()),

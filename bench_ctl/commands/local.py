@@ -11,7 +11,7 @@ from bench_protocol.errors import SpecError
 from bench_protocol.numeric import check_number
 from bench_protocol.spec import RunSpec, check_torch_device
 
-from .options import NoHistory, app, echo_err, spec_options
+from ..options import NoHistory, app, echo_err, spec_options
 
 
 @app.command()
@@ -23,8 +23,8 @@ def run(
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch threads for every cell (default: torch's choice)")] = None,
 ):
     """Measure every cell here, in this process, with no broker; write results and the report."""
-    from bench_ctl.embedded_run import run_here
-    from bench_ctl.history import finish_run
+    from bench_ctl.history.database import finish_run
+    from bench_ctl.runs.embedded import run_here
 
     for device in spec.pools:
         check_torch_device(device)
@@ -45,8 +45,8 @@ def report(
     no_history: NoHistory = False,
 ):
     """Re-render every report file from saved records."""
-    from bench_ctl.outdir import check_out_dir
-    from bench_ctl.render import render_all
+    from bench_ctl.reporting.outdir import check_out_dir
+    from bench_ctl.reporting.render import render_all
     from bench_protocol.records import load_results
 
     if latency_budget_ms is not None and not latency_budget_ms > 0:
@@ -59,7 +59,7 @@ def report(
     check_out_dir(out)
     written = render_all(doc, out)
     typer.echo(f"report: {written['report.md']}")
-    from bench_ctl.history import finish_run
+    from bench_ctl.history.database import finish_run
 
     finish_run(doc, not no_history, strict=False)  # last: the history's line, or why the run is not in it
 
@@ -73,9 +73,9 @@ def compare(
     fail_on_regression: Annotated[Optional[float], typer.Option("--fail-on-regression", help="exit 1 if a cell is slower by more than PCT percent, beyond noise")] = None,
 ):
     """Per-cell change in latency and throughput between two runs, or a run against its history."""
-    from bench_ctl.compare import compare as do_compare
-    from bench_ctl.compare import regressions
-    from bench_ctl.document import markdown_table
+    from bench_ctl.reporting.compare import compare as do_compare
+    from bench_ctl.reporting.compare import regressions
+    from bench_ctl.reporting.document import markdown_table
     from bench_protocol.records import load_results
 
     if fail_on_regression is not None and not fail_on_regression >= 0:
@@ -83,7 +83,7 @@ def compare(
     if fail_on_regression is not None:
         check_number(fail_on_regression, "--fail-on-regression", 0, 1e6)
     if against is not None:
-        from bench_ctl.regression import compare_with_history
+        from bench_ctl.history.regression import compare_with_history
 
         if against != "history":
             raise SpecError(f"--against takes 'history', got {against!r}")

@@ -16,22 +16,24 @@ from bench_protocol.errors import SpecError
 from bench_protocol.records import SCHEMA_VERSION, error_record
 from bench_protocol.spec import CellSpec
 
-from . import accuracy, attention, cuda_device, dtypes, generation, inputs, runtimes
+from .. import runtimes
+from ..device import cuda_device
+from ..device.peaks import PEAKS
+from ..device.spec_sheet import spec_peak
+from ..trackers.gpu_clocks import GpuClockTracker
+from ..trackers.gpu_memory import CudaMemoryTracker, start_cell
+from ..trackers.gpu_power import NvmlPowerTracker
+from ..trackers.host_load import HostLoadTracker
+from ..trackers.latency import LatencyTracker
+from ..trackers.rapl import RaplTracker
+from ..trackers.rss import PeakRssTracker
+from . import accuracy, attention, dtypes, generation, inputs
 from .flops import count_flops, weight_bytes
 from .memory_limit import address_space_cap
 from .models import ModelNotFound, WeightsUnavailable, load_model
-from .peaks import PEAKS
 from .roofline import efficiency_metrics
-from .spec_sheet import spec_peak
 from .stop_rule import StopRule
 from .timers import sync_for, timer_for
-from .trackers.gpu_clocks import GpuClockTracker
-from .trackers.gpu_memory import CudaMemoryTracker, start_cell
-from .trackers.gpu_power import NvmlPowerTracker
-from .trackers.host_load import HostLoadTracker
-from .trackers.latency import LatencyTracker
-from .trackers.rapl import RaplTracker
-from .trackers.rss import PeakRssTracker
 from .transfers import transfer_metrics
 
 log = logging.getLogger("benchctl.measure")

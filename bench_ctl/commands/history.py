@@ -11,7 +11,7 @@ import typer
 
 from bench_protocol.errors import SpecError
 
-from .options import app
+from ..options import app
 
 history_app = typer.Typer(no_args_is_help=False, invoke_without_command=True,
                           help="Runs kept in the results history ($BENCHCTL_HISTORY, default ~/.local/share/benchctl/history.db).")
@@ -37,7 +37,7 @@ def history(
     """List the runs in the history: date, model, pools, cells, hosts."""
     if ctx.invoked_subcommand is not None:
         return
-    from .history import History, parse_since
+    from ..history.database import History, parse_since
 
     if limit <= 0:
         raise SpecError(f"--limit must be positive, got {limit}")
@@ -63,10 +63,10 @@ def trend(
 ):
     """A cell's latency and throughput over time, per host fingerprint; trend.png marks where
     torch or the GPU driver changed."""
-    from .document import markdown_table
-    from .history import History
-    from .outdir import check_out_dir, make_out_dir
-    from .plots import trend_plot
+    from ..history.database import History
+    from ..reporting.document import markdown_table
+    from ..reporting.outdir import check_out_dir, make_out_dir
+    from ..reporting.plots import trend_plot
 
     check_out_dir(out)
     cells = History().cells(model=model, pool=pool, batch_size=batch_size, dtype=dtype)

@@ -125,7 +125,7 @@ def labelled(table: str, cells: pd.DataFrame | None = None) -> dict[str, str]:
 
 
 def efficiency_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """How close each measured cell came to its device's ceilings (bench_workers/roofline.py)."""
+    """How close each measured cell came to its device's ceilings (bench_workers/cell/roofline.py)."""
     ok = frame[frame["status"] == "ok"].copy()
     ok["gflops_per_forward"] = ok["flops_per_forward"] / 1e9
     cols = {**AXIS_HEADERS, "gflops_per_forward": "GFLOP/forward", **labelled("efficiency")}

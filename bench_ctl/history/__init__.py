@@ -1,0 +1,2 @@
+"""The results history: every finished run in a database (database), and a run against its
+past (regression)."""
