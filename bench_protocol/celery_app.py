@@ -101,7 +101,8 @@ def make_app(settings: Settings, results: bool = True):
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout, "retry_policy": {"timeout": 10.0}},
         result_expires=RESULT_EXPIRES,
         task_default_queue="cpu",
-        # No queue is made up on the fly by a task: each worker consumes its pool's queue only.
+        # Pools are queue names chosen at run time: a pool's queue is declared when a worker first
+        # consumes it or submit first sends to it, so no pool needs configuring here.
         task_create_missing_queues=True,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

@@ -6,7 +6,7 @@ Every key starts with ``benchctl:v2:`` so a schema change never reads old keys b
 - ``run:{run_id}``           hash: spec (JSON), created, status, n_cells
 - ``runs``                   sorted set: run ids by creation time
 - ``run:{run_id}:cells``     hash: cell id -> state (queued | running | ok | error | cancelled)
-- ``cell:{cell_id}``         string: the cell record (JSON); one per coordinates
+- ``cell:{cell_id}``         string: the cell record, compact (bench_protocol/record_codec.py); one per coordinates
 - ``cell:{cell_id}:claim``   string with TTL: the worker measuring the cell right now (or
                              ``benchctl-requeue`` while a lapsed cell is queued again)
 - ``cell:{cell_id}:deaths``  list with TTL: each death of a measuring process on the cell (JSON:
