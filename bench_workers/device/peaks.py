@@ -24,14 +24,15 @@ ROUND_GAP_S = 0.1  # between rounds, so one burst of another process does not si
 BUDGET_S = 1.5  # a size stops repeating after this long (a slow emulated dtype still ends in seconds)
 
 
-def _timed(torch, device, fn, repeats: int) -> float:
+def _timed(torch, device, fn, repeats: int, warm: bool = True) -> float:
     """The best time of ``fn`` over ``repeats`` calls (seconds): on CUDA by events on the device's
     stream around the whole call (a burst of kernels), elsewhere by the wall clock, synchronised."""
     cuda = device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (
         torch.mps.synchronize if device.type == "mps" else (lambda: None))
-    fn()  # warm-up: allocation, kernel selection, thread pool start
-    sync()
+    if warm:
+        fn()  # warm-up: allocation, kernel selection, thread pool start
+        sync()
     best = float("inf")
     spent = 0.0
     for _ in range(repeats):
@@ -60,54 +61,48 @@ def spread_pct(values: list[float]) -> float:
 
 
 def gemm_peak(torch, device, dtype: str, rounds: int = ROUNDS) -> dict:
-    """Best TFLOP/s of ``a @ b`` over the device's sizes, in ``dtype``: the best of ``rounds``
-    spaced rounds, with each round's best kept to say how stable the ceiling was."""
-    results = []
-    for i in range(rounds):
-        if i:
-            time.sleep(ROUND_GAP_S)
-        results.append(_gemm_round(torch, device, dtype))
-    best = max(results, key=lambda r: r["tflops"])
-    return {**best, "rounds_tflops": [r["tflops"] for r in results],
-            "spread_pct": spread_pct([r["tflops"] for r in results])}
-
-
-def _gemm_round(torch, device, dtype: str) -> dict:
+    """Best TFLOP/s of ``a @ b`` over the device's sizes, in ``dtype``. The first round sweeps the
+    sizes; the later, spaced rounds time the size it found best again: the best round is kept,
+    and their spread says how stable the ceiling was."""
     tdtype = torch_dtype(torch, dtype)
+    first = _gemm_sweep(torch, device, tdtype)
+    results = [first["tflops"]]
+    if first["size"] is not None:
+        for _ in range(rounds - 1):
+            time.sleep(ROUND_GAP_S)
+            results.append(_gemm_tflops(torch, device, tdtype, first["size"], warm=False))
+    return {"tflops": max(results), "size": first["size"], "rounds_tflops": results, "spread_pct": spread_pct(results)}
+
+
+def _gemm_tflops(torch, device, tdtype, n: int, warm: bool = True) -> float:
+    a = torch.randn(n, n, device=device, dtype=tdtype)
+    b = torch.randn(n, n, device=device, dtype=tdtype)
+    out = torch.empty(n, n, device=device, dtype=tdtype)
+    # On a GPU one call is microseconds: time a burst so launch gaps do not count.
+    burst = 20 if device.type == "cuda" else 1
+
+    def run():
+        for _ in range(burst):
+            torch.matmul(a, b, out=out)
+
+    return 2 * n**3 / (_timed(torch, device, run, REPEATS, warm=warm) / burst) / 1e12
+
+
+def _gemm_sweep(torch, device, tdtype) -> dict:
     best = {"tflops": 0.0, "size": None}
     for n in GEMM_SIZES.get(device.type, GEMM_SIZES["cpu"]):
-        a = torch.randn(n, n, device=device, dtype=tdtype)
-        b = torch.randn(n, n, device=device, dtype=tdtype)
-        out = torch.empty(n, n, device=device, dtype=tdtype)
-        # On a GPU one call is microseconds: time a burst so launch gaps do not count.
-        burst = 20 if device.type == "cuda" else 1
-
-        def run(a=a, b=b, out=out, burst=burst):
-            for _ in range(burst):
-                torch.matmul(a, b, out=out)
-
-        seconds = _timed(torch, device, run, REPEATS) / burst
-        tflops = 2 * n**3 / seconds / 1e12
+        tflops = _gemm_tflops(torch, device, tdtype, n)
         if tflops > best["tflops"]:
             best = {"tflops": tflops, "size": n}
-        if seconds > BUDGET_S:  # larger sizes would take too long on this dtype
+        if 2 * n**3 / tflops / 1e12 > BUDGET_S:  # larger sizes would take too long on this dtype
             break
     return best
 
 
 def copy_bandwidth(torch, device, rounds: int = ROUNDS) -> dict:
-    """Best GB/s of a device-to-device copy over spaced rounds, and the rounds' spread."""
-    results = []
-    for i in range(rounds):
-        if i:
-            time.sleep(ROUND_GAP_S)
-        results.append(_copy_round(torch, device))
-    return {"gbps": max(results), "rounds_gbps": results, "spread_pct": spread_pct(results)}
-
-
-def _copy_round(torch, device) -> float:
-    """GB/s of a device-to-device copy, counting the bytes read and the bytes written. On a
-    GPU one copy is a fraction of a millisecond: a burst is timed, as for the GEMM."""
+    """Best GB/s of a device-to-device copy over spaced rounds (counting the bytes read and the
+    bytes written), and the rounds' spread. On a GPU one copy is a fraction of a millisecond: a
+    burst is timed, as for the GEMM."""
     n = COPY_BYTES.get(device.type, COPY_BYTES["cpu"]) // 4
     src = torch.ones(n, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
@@ -117,8 +112,12 @@ def _copy_round(torch, device) -> float:
         for _ in range(burst):
             dst.copy_(src)
 
-    seconds = _timed(torch, device, run, REPEATS) / burst
-    return 2 * n * 4 / seconds / 1e9
+    results = []
+    for i in range(rounds):
+        if i:
+            time.sleep(ROUND_GAP_S)
+        results.append(2 * n * 4 / (_timed(torch, device, run, REPEATS, warm=i == 0) / burst) / 1e9)
+    return {"gbps": max(results), "rounds_gbps": results, "spread_pct": spread_pct(results)}
 
 
 class DevicePeaks:
