@@ -158,11 +158,12 @@ class DevicePeaks:
 
 def warm_start(torch_device: str) -> dict:
     """At a measuring process's start: import what cells need and measure the ceilings of every
-    dtype the device runs natively, so that no cell pays for either."""
+    dtype the device runs natively (bf16 on a CPU only with AVX512-BF16 or AMX), so that no cell
+    pays for either."""
     import torch
     import transformers  # noqa: F401 (imported now, not inside the first cell)
 
-    from ..cell.dtypes import UnsupportedDtype, check_supported
+    from ..cell.dtypes import UnsupportedDtype, check_supported, cpu_flags
 
     device = torch.device(torch_device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -176,6 +177,8 @@ def warm_start(torch_device: str) -> dict:
                 check_supported(torch, device, name)
             except UnsupportedDtype:
                 continue
+            if device.type == "cpu" and name == "bf16" and not cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+                continue  # emulated here: its (slow) ceiling is measured if a bf16 cell ever comes
             measured[name] = PEAKS.get(torch, device, name)
     return measured
 
