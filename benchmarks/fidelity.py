@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from torch.utils.benchmark import Timer  # noqa: E402
 
 from bench_protocol.spec import CellSpec, MeasureRules, ModelRef  # noqa: E402
-from bench_workers import inputs  # noqa: E402
+from bench_workers.cell import inputs  # noqa: E402
 from bench_workers.cell.measure import ModelCache, measure_cell  # noqa: E402
 from bench_workers.trackers import rss  # noqa: E402
 

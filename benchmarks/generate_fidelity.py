@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from bench_protocol.spec import DEFAULT_GENERATIVE_MODEL, CellSpec, MeasureRules, ModelRef  # noqa: E402
-from bench_workers import inputs  # noqa: E402
+from bench_workers.cell import inputs  # noqa: E402
 from bench_workers.cell.measure import ModelCache, measure_cell  # noqa: E402
 
 

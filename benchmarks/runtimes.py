@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_protocol.spec import CellSpec, MeasureRules, ModelRef  # noqa: E402
-from bench_workers import inputs  # noqa: E402
+from bench_workers.cell import inputs  # noqa: E402
 from bench_workers.cell.measure import ModelCache, measure_cell  # noqa: E402
 
 RUN = "20260101-000000-beef00"
