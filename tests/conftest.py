@@ -3,6 +3,7 @@ bench-worker subprocesses on their own queues, and the real CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -363,3 +365,31 @@ def read_record(client, cell_id: str) -> dict | None:
 
 def load_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+@contextlib.contextmanager
+def tcp_server(on_connection):
+    """A TCP server on a free port of 127.0.0.1 that hands each connection to
+    ``on_connection(conn)`` on a thread of its own; yields a redis:// URL naming it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    stop = threading.Event()
+
+    def accept():
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                threading.Thread(target=on_connection, args=(sock.accept()[0],), daemon=True).start()
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    finally:
+        stop.set()
+        thread.join(5)
+        sock.close()
+

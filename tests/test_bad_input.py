@@ -4,7 +4,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import BIN, RedisServer, benchctl
+from conftest import BIN, RedisServer, benchctl, tcp_server
 
 RUN_ID = "20260101-000000-abcdef"
 
@@ -115,30 +115,11 @@ def test_bare_benchctl_shows_help_and_no_empty_error(tmp_path):
 @pytest.fixture
 def silent_server():
     """A TCP server that accepts connections and never answers: a hung Redis."""
-    import socket
-    import threading
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    held, stop = [], threading.Event()
-
-    def accept():
-        sock.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(sock.accept()[0])
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
-    stop.set()
-    thread.join(5)
+    held = []  # connections kept open, never answered
+    with tcp_server(held.append) as url:
+        yield url
     for conn in held:
         conn.close()
-    sock.close()
 
 
 @pytest.mark.parametrize("args", [["workers"], ["runs"], ["status", RUN_ID], ["collect", RUN_ID, "--timeout", "5"],

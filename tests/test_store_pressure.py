@@ -3,11 +3,9 @@ server on the store's port, a worker host without torch, corrupt keys, Redis at 
 limit. Each fault costs one line and a non-zero exit, never a traceback, and loses nothing."""
 
 import json
-import socket
-import threading
 
 import pytest
-from conftest import BIN, RedisServer, benchctl, read_record, worker_env
+from conftest import BIN, RedisServer, benchctl, read_record, tcp_server, worker_env
 from conftest import cell_id as make_cell_id
 from seed_records import CPU_FP
 from seed_records import cell as seed_cell
@@ -87,11 +85,6 @@ def test_every_number_is_checked_on_the_worker(args, env, expected):
 @pytest.fixture
 def impostor():
     """A tiny HTTP server on a free port: it answers every request with 400 Bad Request."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    stop = threading.Event()
-
     def serve(conn):
         with conn:
             try:
@@ -100,20 +93,8 @@ def impostor():
             except OSError:
                 pass
 
-    def accept():
-        sock.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                threading.Thread(target=serve, args=(sock.accept()[0],), daemon=True).start()
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
-    stop.set()
-    thread.join(5)
-    sock.close()
+    with tcp_server(serve) as url:
+        yield url
 
 
 @pytest.mark.parametrize("args", [["workers"], ["runs"], ["status", RUN_ID], ["collect", RUN_ID, "--timeout", "1"],

@@ -74,14 +74,7 @@ class ModelCache:
 
     def clear(self) -> None:
         self.key, self.loaded, self.flops = None, None, {}
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_initialized():
-                torch.cuda.empty_cache()
-        except Exception:
-            pass
+        _free_device_cache()
 
 
 OOM_TYPES = ("OutOfMemoryError", "MemoryError")  # torch.OutOfMemoryError (torch.cuda's too), Python's
@@ -167,8 +160,9 @@ def measure_cell(cell: CellSpec, device_name: str, *, cache: ModelCache | None =
     if failure is not None:
         kind, message = failure
         if kind == "out_of_memory":
-            cache.clear()
-        _free_device_cache()
+            cache.clear()  # the model too: the next cell loads it again into the memory freed
+        else:
+            _free_device_cache()
         log.warning("cell %s failed (%s): %s", cell.cell_id, kind, message)
         return error_record(base, kind, message, **extra, finished_at=time.time())
     record.update(extra)
@@ -188,11 +182,14 @@ def _failure(cell: CellSpec, exc: BaseException) -> tuple[str, str]:
 
 
 def _free_device_cache() -> None:
+    """Garbage collected, and the GPU allocator's cache returned where this process has one."""
     import sys
 
     torch = sys.modules.get("torch")  # only if this process imported it: a failure before never did
     if torch is not None:
         cuda_device.free_cached(torch)
+    else:
+        gc.collect()
 
 
 def _rules_dict(cell: CellSpec) -> dict:
