@@ -97,14 +97,15 @@ def requeue_lapsed_cells(client, settings) -> list[str]:
 PUBLISH_BATCH = 1000  # messages per pipelined write to a Redis broker
 
 
-def send_cells(app, cells, producer=None) -> int:
+def send_cells(app, cells, producer=None, progress=None) -> int:
     """Publish one task per cell, by name, to its pool's queue, with its own time limits.
 
     Every message is a normal Celery task message (workers and Flower read it unchanged); with
     a Redis broker kombu writes them in pipelines of PUBLISH_BATCH (one round trip each, not one
     per cell). ``argsrepr`` is the cell id: Celery would otherwise print the whole cell spec
     into every message. Returns how many were sent; a failure part way raises SendError with
-    how many were certainly sent (the cells in that order before the failing batch)."""
+    how many were certainly sent (the cells in that order before the failing batch).
+    ``progress(sent)`` is called after each batch: a sender killed part way leaves that count."""
     from .broker import redact, store_error
     from .celery_app import HARD_LIMIT_GRACE
     from .errors import SendError
@@ -128,6 +129,8 @@ def send_cells(app, cells, producer=None) -> int:
                                       retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
                         declared.add(cell.pool)
                 sent += len(chunk)
+                if progress is not None:
+                    progress(sent)
     except Exception as exc:  # the broker failed: Redis errors, kombu's BatchPublishError, AMQP errors
         import redis
 

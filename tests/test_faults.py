@@ -16,6 +16,7 @@ from conftest import BIN, RedisServer, benchctl, load_json, read_record, wait_fo
 from conftest import cell_id as make_cell_id
 
 from bench_protocol import keys
+from bench_workers.cell.dtypes import cpu_fp16_native
 
 pytestmark = pytest.mark.slow
 
@@ -216,9 +217,14 @@ def test_failing_cells_become_error_records_and_the_report_shows_them(redis_serv
     cells = {(c["dtype"], c["batch_size"]): c for c in load_json(tmp_path / "grid" / "results.json")["cells"]}
     assert cells[("fp32", 1)]["status"] == "ok"
     assert cells[("fp32", 65536)]["error"]["type"] == "out_of_memory"
-    assert cells[("fp16", 1)]["error"]["type"] == "unsupported_dtype"
     md = (tmp_path / "grid" / "report.md").read_text()
-    assert "### Failed cells" in md and "out_of_memory" in md and "unsupported_dtype" in md
+    assert "### Failed cells" in md and "out_of_memory" in md
+    # fp16 on a CPU is refused unless the CPU has it natively (AVX512-FP16 or AMX-FP16): the
+    # expectation follows what the worker's own check detects on this machine.
+    if cpu_fp16_native():
+        assert cells[("fp16", 1)]["status"] == "ok"
+    else:
+        assert cells[("fp16", 1)]["error"]["type"] == "unsupported_dtype" and "unsupported_dtype" in md
 
     # A run of which no cell was measured: its report is written, the exit is 6 and the history does not keep it.
     bad = collect(redis_server.url, bad_model, tmp_path / "bad")

@@ -1,7 +1,10 @@
 """The measurement core on a tiny DistilBERT built and saved by a fixture."""
 
+import json
 import os
 import resource
+import subprocess
+import sys
 import time
 
 import pytest
@@ -10,7 +13,7 @@ import torch
 from bench_protocol.spec import CellSpec, MeasureRules, ModelRef, RunSpec
 from bench_workers.cell import dtypes
 from bench_workers.cell.embedded import run_embedded
-from bench_workers.cell.measure import ModelCache, measure_cell
+from bench_workers.cell.measure import measure_cell
 from bench_workers.cell.models import load_model
 from bench_workers.cell.stop_rule import StopRule
 from bench_workers.cell.timers import CpuTimer
@@ -157,13 +160,31 @@ def test_pretrained_weights_missing_is_an_error(models_dir):
     assert rec["error"]["type"] == "weights_unavailable"
 
 
+OOM_THEN_OK = """
+import json, sys
+from bench_protocol.spec import CellSpec, MeasureRules, ModelRef
+from bench_workers.cell.measure import ModelCache, measure_cell
+rules = MeasureRules(warmup=0, min_iterations=1, min_time=0, max_time=5, memory_limit_mb=64)
+def cell(batch, seq):
+    return CellSpec(run_id="20260101-000000-abcdef", pool="cpu", batch_size=batch, seq_len=seq, dtype="fp32",
+                    model=ModelRef(model=sys.argv[1]), rules=rules)
+cache = ModelCache()
+big = measure_cell(cell(4096, 64), "cpu", cache=cache)
+ok = measure_cell(cell(2, 16), "cpu", cache=cache)  # same cap, a batch that fits
+print(json.dumps([big["status"], (big["error"] or {}).get("type"), ok["status"], ok["error"]]))
+"""
+
+
 def test_out_of_memory_under_a_memory_limit_then_next_cell_works(tiny_model):
-    cache = ModelCache()
-    rules = MeasureRules(warmup=0, min_iterations=1, min_time=0, max_time=5, memory_limit_mb=64)
-    big = measure_cell(cell(tiny_model, batch_size=4096, seq_len=64, rules=rules), "cpu", cache=cache)
-    assert big["status"] == "error" and big["error"]["type"] == "out_of_memory"
-    ok = measure_cell(cell(tiny_model, rules=rules), "cpu", cache=cache)  # same cap, a batch that fits
-    assert ok["status"] == "ok"
+    # In a process of its own, as in a worker's measuring child: a kernel library that failed to
+    # build a kernel under the cap may keep that failure for the process (oneDNN's JIT kernels are
+    # made once per process), and the cells of later tests must not inherit it.
+    res = subprocess.run([sys.executable, "-c", OOM_THEN_OK, str(tiny_model)], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    big_status, big_error, ok_status, ok_error = json.loads(res.stdout.strip().splitlines()[-1])
+    assert big_status == "error" and big_error == "out_of_memory"
+    assert ok_status == "ok", ok_error
 
 
 def test_time_limit_becomes_an_error_record(tiny_model):

@@ -192,7 +192,36 @@ def test_redis_at_its_memory_limit_strands_nothing(redis_server, tiny_model, tmp
     assert r.hget(keys.run_cells(run_id), lapsed) == "queued" and r.llen("cpu") == 1
 
 
+def test_a_worker_keeps_its_measurement_while_redis_is_full(redis_server, workers, tiny_model, tmp_path):
+    """The save is refused at the memory limit: the record goes to the worker's spool at once,
+    the save is tried again with backoff, and lands once Redis has room; nothing is measured twice."""
+    from conftest import wait_for
+
+    url, r = redis_server.url, redis_server.client()
+    spool = tmp_path / "worker-cache" / "spool"
+    w = workers(url, client=r, env=worker_env(BENCHCTL_CACHE_DIR=str(spool.parent)))
+    run_id = submit(url, tiny_model, "1", "16", "--min-time", "3", "--iterations", "1", "--time-limit", "120")
+    cid = make_cell_id(run_id, batch=1)
+    wait_for(lambda: r.hget(keys.run_cells(run_id), cid) == "running", 90, "the cell to start")
+    r.config_set("maxmemory", "1")  # noeviction: every write is refused from here on
+    try:
+        try:
+            wait_for(lambda: list(spool.glob("*.json")), 90, "the record to be spooled")
+        except AssertionError:
+            print("\n".join(ln for ln in w.log.read_text().splitlines() if "connect" not in ln and not ln.startswith((" ", "Trace", "billiard"))))
+            raise
+        assert read_record(r, cid) is None and "at its memory limit" in w.log.read_text()
+    finally:
+        r.config_set("maxmemory", "0")
+    rec = wait_for(lambda: read_record(r, cid), 30, "the spooled record to be saved")
+    assert rec["status"] == "ok" and r.hget(keys.run_cells(run_id), cid) == "ok"
+    wait_for(lambda: not list(spool.glob("*.json")), 10, "the spool to be emptied")
+    assert w.log.read_text().count(f"cell {cid}: ok") == 1
+
+
 def test_submit_stopped_mid_send_prints_the_run_and_how_far_it_got(tmp_path, tiny_model):
+    from bench_protocol.recovery import PUBLISH_BATCH
+
     server = RedisServer(tmp_path / "redis").start()
     try:
         r = server.client()
@@ -205,11 +234,62 @@ def test_submit_stopped_mid_send_prints_the_run_and_how_far_it_got(tmp_path, tin
                         "benchctl retry")
         run_id = line.split("run ", 1)[1].split()[0]
         sent = int(line.split("sending stopped after ", 1)[1].split()[0])
-        assert 0 < sent < 5000 and r.llen("cpu") >= sent, (sent, r.llen("cpu"))
-        assert r.exists(keys.run(run_id))
-        assert res.stdout == ""
+        # Counted by whole batches: the batch that failed may have left part of itself queued.
+        assert 0 < sent < 5000 and sent <= r.llen("cpu") <= sent + PUBLISH_BATCH, (sent, r.llen("cpu"))
+        assert res.stdout == run_id + "\n"  # named before the first task went out
+        res = benchctl("status", run_id, "--broker", server.url)
+        assert f"incomplete: sending stopped after {sent} of 5000" in res.stdout, res.stdout
+
+        # Once the store has room, retry sends exactly the tasks never sent: none twice.
+        r.config_set("maxmemory", "0")
+        res = benchctl("retry", run_id, "--broker", server.url, timeout=120)
+        assert res.returncode == 0 and f"{5000 - sent} cell(s) queued again" in res.stdout, res.stdout + res.stderr
+        queued = [json.loads(m)["headers"]["id"] for m in r.lrange("cpu", 0, -1)]
+        assert len(set(queued)) == 5000 and len(queued) - 5000 <= PUBLISH_BATCH  # a second message is dropped unmeasured
+        assert "incomplete" not in benchctl("status", run_id, "--broker", server.url).stdout
+        assert r.hget(keys.run(run_id), "status") == "queued"
     finally:
         server.stop()
+
+
+def test_a_killed_submit_leaves_its_run_marked_and_retry_completes_it(redis_server, tiny_model):
+    """SIGKILL part way (no handler runs): the run id is out, the count of sent tasks stops
+    moving, `status` calls the run incomplete once that count is stale, and `retry` sends the
+    rest; every cell has its task, none more than the batch that may have gone out unrecorded."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import wait_for
+
+    from bench_protocol.recovery import PUBLISH_BATCH
+
+    url, r = redis_server.url, redis_server.client()
+    proc = subprocess.Popen([str(BIN / "benchctl"), "submit", "--devices", "cpu", "--batch-sizes",
+                             ",".join(map(str, range(1, 51))), "--seq-lens", ",".join(map(str, range(1, 51))),
+                             "--dtypes", "fp32,bf16", "--model", str(tiny_model), "--allow-missing", "--broker", url],
+                            stdout=subprocess.PIPE, text=True, env=worker_env())
+    try:
+        run_id = proc.stdout.readline().strip()  # before the first task
+        r.execute_command("CLIENT", "PAUSE", "60000", "WRITE")  # sending stalls where it got to
+        time.sleep(1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        r.execute_command("CLIENT", "UNPAUSE")
+        proc.kill()
+    assert r.hget(keys.run(run_id), "status") == "sending"
+    sent = int(r.hget(keys.run(run_id), "sent"))
+    assert sent < 5000 and r.llen("cpu") - sent in range(0, PUBLISH_BATCH + 1), (sent, r.llen("cpu"))
+    assert "sending:" in benchctl("status", run_id, "--broker", url).stdout  # a submit may be at it still
+    r.hset(keys.run(run_id), "sent_at", time.time() - 120)  # the clock moves on: no submit is sending it
+    res = benchctl("status", run_id, "--broker", url)
+    assert f"incomplete: sending stopped after {sent} of 5000" in res.stdout, res.stdout
+    res = benchctl("retry", run_id, "--broker", url, timeout=120)
+    assert res.returncode == 0 and f"{5000 - sent} cell(s) queued again" in res.stdout, res.stdout + res.stderr
+    queued = [json.loads(m)["headers"]["id"] for m in r.lrange("cpu", 0, -1)]
+    assert len(set(queued)) == 5000 and len(queued) - 5000 <= PUBLISH_BATCH
+    wait_for(lambda: r.hget(keys.run(run_id), "status") == "queued", 5, "the run to be marked sent")
 
 
 # -- 1: Redis losing benchctl's keys is said, not hidden ---------------------------------------

@@ -148,14 +148,13 @@ def submit(
     from ..runs.submit import pools_without_workers
 
     waiting = pools_without_workers(store, spec.pools) if allow_missing else []
-    run_id = do_submit(store, spec, allow_missing)
+    # The run id goes out before the first task: a submit that stops part way has named its run.
+    run_id = do_submit(store, spec, allow_missing, on_recorded=None if json_ else typer.echo)
     for pool in waiting:
         typer.echo(f"benchctl: warning: pool {pool} has no live worker: its cells wait in its queue until a "
                    f"bench-worker of that pool starts", err=True)
     if json_:
         typer.echo(json.dumps({"run_id": run_id, "cells": [c.cell_id for c in spec.cells()]}))
-    else:
-        typer.echo(run_id)
     if wait_:
         _collect(store, run_id, out, timeout, partial=False, history=not no_history, keep_days=keep_days)
 
@@ -169,7 +168,7 @@ def status(
 ):
     """Cells by state, progress, and which worker holds which cell."""
     from ..runs.collect import requeue_or_warn
-    from ..runs.progress import counts, summary
+    from ..runs.progress import counts, still_sending, summary, unsent
 
     check_run_id(run_id)
     store = _store(broker, store_url)
@@ -186,17 +185,21 @@ def status(
     c = counts(states)
     done = sum(c.get(s, 0) for s in SETTLED)
     running = sorted(cid for cid, s in states.items() if s == CellState.RUNNING)
+    half_sent = unsent(meta)
     if as_json:
         typer.echo(json.dumps({"run_id": run_id, "created": meta["created"], "pools": pools,
                                "cells": len(states), "done": done, "counts": c, "states": states,
-                               "running": store.holders(running), "status": meta.get("status"),
+                               "running": store.holders(running),
+                               "status": "incomplete" if half_sent else meta.get("status"),
                                "spec_error": meta["spec_error"]}))
         return
     created = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(meta['created'])) if meta["created"] == meta["created"] else "?"
     typer.echo(f"run {run_id}  created {created}  pools {','.join(pools)}")
-    if meta.get("status") == "incomplete":
-        typer.echo(f"incomplete: sending stopped after {meta.get('sent', '?')} of {len(states)} cells' tasks "
+    if half_sent:
+        typer.echo(f"incomplete: sending stopped after {half_sent[0]} of {half_sent[1]} cells' tasks "
                    f"(`benchctl retry {run_id}` sends the rest)")
+    elif still_sending(meta):
+        typer.echo(f"sending: {meta.get('sent')} of {meta.get('n_cells')} cells' tasks sent so far")
     typer.echo(summary(states))
     for cid, worker in sorted(store.holders(running).items()):
         typer.echo(f"running  {cid}  on {worker}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from bench_protocol.errors import BrokerError
+from bench_protocol.errors import BrokerError, SpecError
 from bench_protocol.lifecycle import ERROR, FINISHED, OPEN, SETTLED, CellState
 from bench_protocol.records import error_record, results_document
 from bench_protocol.spec import parse_cell_id
@@ -110,8 +110,17 @@ def retry(store: ControllerStore, run_id: str, errors: bool = False) -> list[str
     from bench_protocol.recovery import send_cells
     from bench_protocol.spec import RunSpec
 
+    from .progress import still_sending, unsent
+
     meta = store.run_meta(run_id)
-    cells = {c.cell_id: c for c in RunSpec.from_dict(meta["spec"]).cells()}
+    if still_sending(meta):
+        raise SpecError(f"run {run_id} is being sent now ({meta.get('sent')} of {meta.get('n_cells')} cells' tasks "
+                        "so far): retry it once its submit has ended")
+    ordered = RunSpec.from_dict(meta["spec"]).cells()
+    cells = {c.cell_id: c for c in ordered}
+    # A run whose submit stopped part way: the tasks it sent are queued still; only the rest go.
+    half_sent = unsent(meta)
+    never_sent = {c.cell_id for c in ordered[half_sent[0]:]} if half_sent else None
     states = store.cell_states(run_id)
     records = store.records(sorted(states))  # a record that cannot be read counts as none
     held = store.holders(sorted(states))
@@ -120,11 +129,15 @@ def retry(store: ControllerStore, run_id: str, errors: bool = False) -> list[str
         rec = records.get(cell_id)
         if state == CellState.CANCELLED or cell_id in held or cell_id not in cells:
             continue
+        if never_sent is not None and rec is None and cell_id not in never_sent:
+            continue  # its task was sent and waits in its queue
         if rec is None:
             picked.append(cell_id)  # no task on its way, or its record lost or unreadable
         elif errors and rec is not None and rec.get("status") == CellState.ERROR:
             picked.append(cell_id)
     if not picked:
+        if half_sent:
+            store.note_sent(run_id, half_sent[1], done=True)  # the unsent cells were all cancelled
         return []
     from bench_protocol.broker import ping_broker
     from bench_protocol.errors import SendError
@@ -148,4 +161,6 @@ def retry(store: ControllerStore, run_id: str, errors: bool = False) -> list[str
                         f"{after}", exc.sent, len(picked)) from None
     finally:
         app.close()
+    if half_sent:
+        store.note_sent(run_id, half_sent[1], done=True)
     return picked

@@ -11,11 +11,34 @@ import time
 from bench_protocol.records import SETTLED, CellState
 
 PLAIN_EVERY = 5.0
+# A submit pipelines a thousand tasks per write, each in well under a second: a count of sent
+# tasks that has not moved for this long belongs to a submit that is gone (killed, host down).
+SEND_STALLED_AFTER = 60.0
 
 
 def _bar(done: int, total: int, width: int = 30) -> str:
     filled = int(width * done / total) if total else width
     return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
+
+
+def unsent(meta: dict, now: float | None = None) -> tuple[int, int] | None:
+    """(sent, total) when some of a run's tasks were never sent and no submit is sending them
+    any more (it failed, was interrupted or killed); None when every task went out or a submit
+    is sending them now. Runs from before sending was counted have no ``sent``: all went out."""
+    status, total = meta.get("status"), int(meta.get("n_cells") or 0)
+    try:
+        sent, at = int(meta.get("sent", total)), float(meta.get("sent_at") or 0)
+    except ValueError:
+        return None
+    if sent >= total or status not in ("sending", "incomplete"):
+        return None
+    if status == "sending" and (now or time.time()) - at < SEND_STALLED_AFTER:
+        return None
+    return sent, total
+
+
+def still_sending(meta: dict, now: float | None = None) -> bool:
+    return meta.get("status") == "sending" and unsent(meta, now) is None
 
 
 def counts(states: dict[str, str]) -> dict[str, int]:

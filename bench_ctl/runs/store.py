@@ -51,8 +51,8 @@ class ControllerStore:
             pipe = self.r.pipeline()
             created = time.time()
             mark_first_use(self.r, pipe)  # the store's identity key, if this is its first use
-            pipe.hset(keys.run(run_id), mapping={"spec": json.dumps(spec), "created": created, "status": "submitted",
-                                                  "n_cells": len(cell_ids)})
+            pipe.hset(keys.run(run_id), mapping={"spec": json.dumps(spec), "created": created, "status": "sending",
+                                                  "n_cells": len(cell_ids), "sent": 0, "sent_at": created})
             lifecycle.submit(pipe, run_id, cell_ids)
             pipe.zadd(keys.RUNS, {run_id: created})
             pipe.execute()
@@ -98,6 +98,14 @@ class ControllerStore:
 
     def set_run_status(self, run_id: str, status: str) -> None:
         self._guard(lambda: self.r.hset(keys.run(run_id), "status", status))
+
+    def note_sent(self, run_id: str, sent: int, done: bool = False) -> None:
+        """How far sending a run's tasks got (in spec order), and when: a submit killed part way
+        leaves the run "sending" with a count that stops moving."""
+        fields = {"sent": sent, "sent_at": time.time()}
+        if done:
+            fields["status"] = "queued"
+        self._guard(lambda: self.r.hset(keys.run(run_id), mapping=fields))
 
     def note_send_failed(self, run_id: str, sent: int) -> bool:
         """Mark a run whose sending stopped part way (``status`` says so); False when the store

@@ -37,7 +37,7 @@ def shared_hosts(store: ControllerStore, pools: list[str]) -> dict[str, list[str
     return {host: sorted(ps) for host, ps in by_host.items() if len(ps) > 1}
 
 
-def submit(store: ControllerStore, spec: RunSpec, allow_missing: bool = False) -> str:
+def submit(store: ControllerStore, spec: RunSpec, allow_missing: bool = False, on_recorded=None) -> str:
     limit, setting = store.settings.max_time_limit(), store.settings.redelivery_timeout()[1]
     if spec.rules.time_limit > limit:
         raise SpecError(f"time limit {spec.rules.time_limit:g}s is above {limit:g}s: {setting} "
@@ -53,22 +53,51 @@ def submit(store: ControllerStore, spec: RunSpec, allow_missing: bool = False) -
     ping_broker(store.broker)  # before the run is recorded: an unreachable broker leaves nothing behind
     cells = spec.cells()
     store.create_run(spec.run_id, spec.to_dict(), [c.cell_id for c in cells])
+    if on_recorded is not None:
+        on_recorded(spec.run_id)  # before the first task: an interrupted submit has named its run
+    send_run_cells(store, spec.run_id, cells, done_before=0)
+    return spec.run_id
+
+
+def send_run_cells(store: ControllerStore, run_id: str, cells: list, done_before: int) -> None:
+    """Send the tasks of ``cells``, the run's cells in spec order from index ``done_before``,
+    counting in the run how far sending got; a failure or Ctrl-C part way marks the run
+    incomplete and says how to send the rest (`benchctl retry`, which sends exactly those)."""
     app = make_app(store.settings, results=False)
+    total, sent = done_before + len(cells), [done_before]
+
+    def progress(n: int) -> None:
+        sent[0] = done_before + n
+        if sent[0] < total:  # the last count goes with the status, below
+            _best_effort(lambda: store.note_sent(run_id, sent[0]))
+
+    rest = f"`benchctl retry {run_id}` sends the cells never sent (a cell sent twice is measured once)"
     try:
         with app.producer_or_acquire() as producer:
-            send_cells(app, cells, producer)
+            send_cells(app, cells, producer, progress)
     except SendError as exc:
-        store.note_send_failed(spec.run_id, exc.sent)  # best effort: the store may be what failed
-        raise SendError(f"run {spec.run_id} is recorded, but sending stopped after {exc.sent} of {exc.total} cells' "
-                        f"tasks: {exc}; once that is fixed, `benchctl retry {spec.run_id}` sends every cell with "
-                        "no record (a cell sent twice is measured once)", exc.sent, exc.total) from None
+        store.note_send_failed(run_id, done_before + exc.sent)  # best effort: the store may be what failed
+        raise SendError(f"run {run_id} is recorded, but sending stopped after {done_before + exc.sent} of {total} "
+                        f"cells' tasks: {exc}; once that is fixed, {rest}", exc.sent, exc.total) from None
+    except BaseException as exc:  # Ctrl-C (or anything) part way: the run says how far it got
+        store.note_send_failed(run_id, sent[0])
+        if isinstance(exc, (Exception, SystemExit, GeneratorExit)):
+            raise
+        raise type(exc)(f"interrupted: run {run_id} is recorded, but only {sent[0]} of {total} cells' tasks were "
+                        f"sent; {rest}") from None
     finally:
         app.close()
     try:
-        store.set_run_status(spec.run_id, "queued")
+        store.note_sent(run_id, total, done=True)
     except BrokerError as exc:  # every task is sent: the run goes on; only its label is stale
         import sys
 
-        print(f"benchctl: warning: run {spec.run_id}: every task was sent, but its status could not be written: {exc}",
+        print(f"benchctl: warning: run {run_id}: every task was sent, but its status could not be written: {exc}",
               file=sys.stderr)
-    return spec.run_id
+
+
+def _best_effort(write) -> None:
+    try:
+        write()
+    except BrokerError:
+        pass  # the count lags; sending itself says whether the store is gone

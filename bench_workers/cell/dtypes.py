@@ -20,6 +20,11 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_fp16_native() -> bool:
+    """Whether this CPU computes fp16 natively (AVX512-FP16 or AMX-FP16)."""
+    return bool(cpu_flags() & {"avx512_fp16", "amx_fp16"})
+
+
 def torch_dtype(torch, name: str):
     return getattr(torch, TORCH_NAMES[name])
 
@@ -41,8 +46,7 @@ def check_supported(torch, device, name: str) -> None:
             raise UnsupportedDtype(f"bf16 is not native on {torch.cuda.get_device_name(device)} (compute capability below 8.0)")
         return
     if device.type == "cpu" and name == "fp16":
-        flags = cpu_flags()
-        if not flags & {"avx512_fp16", "amx_fp16"}:
+        if not cpu_fp16_native():
             raise UnsupportedDtype("fp16 on this CPU has no native support (no AVX512-FP16 or AMX-FP16)")
     if device.type == "mps" and name == "bf16" and not hasattr(torch.backends.mps, "is_macos_or_newer"):
         raise UnsupportedDtype("bf16 on MPS needs a newer macOS/torch")

@@ -64,16 +64,32 @@ class Throttled:
 AWAY = Throttled()
 
 
-def _retrying(what: str, fn, patience: float = SAVE_PATIENCE_S):
+def _full(exc: BaseException) -> bool:
+    """Redis refused a write at its memory limit (``maxmemory`` with ``noeviction``)."""
+    # redis-py maps the server's OOM reply to OutOfMemoryError and drops the code from the text.
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or (
+        isinstance(exc, redis.ResponseError) and str(exc).startswith("OOM"))
+
+
+def _retrying(what: str, fn, patience: float = SAVE_PATIENCE_S, full_too: bool = False, on_first_refusal=None):
+    """``fn()``, tried again with backoff while Redis is away (and, with ``full_too``, while it
+    is at its memory limit) for up to ``patience`` seconds; ``on_first_refusal`` runs once,
+    at the first failure, before any wait."""
     deadline = time.monotonic() + patience
     delay = 0.5
     while True:
         try:
             return fn()
-        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ResponseError) as exc:
+            if isinstance(exc, redis.ResponseError) and not (full_too and _full(exc)):
+                raise
             if time.monotonic() > deadline:
                 raise
-            AWAY.warning(what, "%s: Redis unavailable (%s); retrying", what, redact(exc))
+            if on_first_refusal is not None:
+                on_first_refusal()
+                on_first_refusal = None
+            why = "at its memory limit" if _full(exc) else "unavailable"
+            AWAY.warning(what, "%s: Redis %s (%s); retrying", what, why, redact(exc))
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -131,12 +147,14 @@ class RecordStore:
             return (value if taken else None), holder, state
         return _retrying("claim cell", take)
 
-    def save(self, record: dict, worker: str, claim: str) -> bool:
+    def save(self, record: dict, worker: str, claim: str, on_first_refusal=None) -> bool:
         """Write the record while ``claim`` still holds the running cell; False (nothing written)
-        when the cell was queued again meanwhile and another attempt owns it now, or was cancelled."""
+        when the cell was queued again meanwhile and another attempt owns it now, or was cancelled.
+        A store that is away or full is waited for (``on_first_refusal`` runs at the first refusal)."""
         encoded = record_codec.encode(record)
         return bool(_retrying("save cell record", lambda: lifecycle.save(
-            self.r, record["run_id"], record["cell_id"], worker, claim, encoded, record["status"])))
+            self.r, record["run_id"], record["cell_id"], worker, claim, encoded, record["status"]),
+            full_too=True, on_first_refusal=on_first_refusal))
 
     def release(self, cell_id: str, worker: str, claim: str | None) -> None:
         try:

@@ -9,6 +9,10 @@ A cell is measured only as its run's stored spec defines it: a task whose cell s
 record instead. A cell whose measuring process keeps dying (the kernel's OOM killer) is given
 ``max_cell_deaths`` deaths (bench_protocol/settings.py), counted by the worker's parent as
 Celery sees each one; its next delivery saves a ``crashed`` error record, so the run ends.
+
+A finished measurement is never thrown away because the store cannot take it: the save waits
+for a Redis that is away or at its memory limit, with the claim kept, and the record goes to
+the worker's spool (bench_workers/worker/spool.py) at the first refusal.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ from bench_protocol.spec import CellSpec, RunSpec, parse_cell_id
 from ..cell.measure import ModelCache, measure_cell
 from .record_store import RecordStore
 from .settings import WorkerSettings
+from .spool import Spool
 
 log = logging.getLogger("benchctl.worker")
 
 _cache = ModelCache()  # lives in the measuring child, between cells
+_spool = Spool()
 _client = (None, None)
 
 
@@ -82,6 +88,19 @@ def _spec_mismatch(store: RecordStore, cell: CellSpec) -> str | None:
         return (f"the task's cell spec differs from run {cell.run_id}'s stored spec in {', '.join(differ)}; "
                 "not measured (a cell is measured only as `benchctl submit` stored it)")
     return None
+
+
+def _save(store: RecordStore, record: dict, worker: str, claim: str) -> bool:
+    """Save the record, waiting for a store that is away or full; the measurement goes to the
+    local spool at the first refusal, so neither the task's time limit nor a restart loses it."""
+    cell_id = record["cell_id"]
+
+    def keep():
+        path = _spool.put(record)
+        log.warning("cell %s: the store refused its record; kept in %s until it is saved", cell_id, path)
+    saved = store.save(record, worker, claim, on_first_refusal=keep)
+    _spool.drop(cell_id)  # saved, or refused for good (another attempt's now, cancelled, gone)
+    return saved
 
 
 def _crashed(cell: CellSpec, deaths: list[dict], context: dict) -> dict:
@@ -199,6 +218,10 @@ def register_tasks(app, settings: WorkerSettings) -> None:
                 record = error_record(cell.__dict__ | {"cell_id": cell.cell_id}, "invalid_spec",
                                       f"time limit {cell.rules.time_limit:g}s is above this worker's maximum "
                                       f"{limit:g}s ({settings.shared.redelivery_timeout()[1]})", **context)
+            elif _spool.get(cell.cell_id) is not None:  # measured by an earlier attempt here, never saved
+                record = _spool.get(cell.cell_id)
+                log.warning("cell %s: saving the record an earlier attempt kept in %s (not measured again)",
+                            cell.cell_id, _spool.path(cell.cell_id))
             else:
                 _apply_threads(settings)
                 with store.keep_claim(cell.run_id, cell.cell_id, settings.name, claim):
@@ -207,7 +230,8 @@ def register_tasks(app, settings: WorkerSettings) -> None:
                                           allowed_dirs=settings.models_dirs, context=context)
             record["device"] = settings.device
             record.setdefault("finished_at", time.time())
-            saved = store.save(record, settings.name, claim)
+            with store.keep_claim(cell.run_id, cell.cell_id, settings.name, claim):
+                saved = _save(store, record, settings.name, claim)
         except BaseException:
             store.release(cell.cell_id, settings.name, claim)
             raise
