@@ -234,3 +234,39 @@ def test_trend_and_compare_tables_print_integers_as_integers():
     assert column(text, "batch_size") == ["8", "8"] and column(text, "seq_len") == ["128", "128"]
     assert column(text, "new_tokens") == ["0", "0"] and column(text, "throughput_mean_old") == ["—", "—"]
     assert "nan" not in text
+
+
+# -- the history under pressure -------------------------------------------------------------------
+
+
+@pytest.mark.fast
+def test_a_history_path_under_a_regular_file_is_one_line(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the history's folder should be")
+    history = str(blocker / "history.db")
+    listed = benchctl("history", env=worker_env(BENCHCTL_HISTORY=history))
+    assert listed.returncode == 2 and "Traceback" not in listed.stderr
+    assert listed.stderr.strip().count("\n") == 0 and "cannot make its folder" in listed.stderr
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(seed_document()))
+    res = benchctl("report", str(results), "--out", str(tmp_path / "out"), env=worker_env(BENCHCTL_HISTORY=history))
+    assert res.returncode == 0 and (tmp_path / "out" / "report.md").is_file()  # the report stands; the history warns
+    assert res.stderr.strip().splitlines()[-1].startswith("benchctl: warning: run not added to the history: ")
+    assert "Traceback" not in res.stderr
+
+
+def test_two_first_appends_to_a_fresh_postgres_history_keep_both_runs(postgres_history, tmp_path):  # noqa: F811
+    """Both processes find no tables and make them at once: the schema lock lets one make them and
+    the other find them made; neither run is lost."""
+    procs = []
+    for i, run_id in enumerate((NEW_RUN, "20250103-000000-5eed02")):
+        results = tmp_path / f"results{i}.json"
+        results.write_text(json.dumps(renamed(seed_document(), run_id)))
+        procs.append(subprocess.Popen([str(BIN / "benchctl"), "report", str(results), "--out", str(tmp_path / f"out{i}")],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=worker_env(BENCHCTL_HISTORY=postgres_history)))
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and "warning" not in err, err
+        assert out.strip().splitlines()[-1].startswith("history: ")
+    assert set(History(postgres_history).runs()["run_id"]) == {NEW_RUN, "20250103-000000-5eed02"}

@@ -313,3 +313,29 @@ def test_a_redis_that_lost_benchctls_keys_is_named_and_eviction_warned(redis_ser
     wait_for(lambda: "lost benchctl's keys" in w.log.read_text(), 20, "the worker to say the store lost its keys")
     res = benchctl("status", run_id, "--broker", url)
     one_line(res, 2, f"no run {run_id} in Redis at", "Redis lost benchctl's keys before", "when a worker found them gone")
+
+
+# -- 10: retention does not pull a run from under its workers ----------------------------------
+
+def test_prune_keeps_a_run_still_measuring_and_a_forced_prune_leaves_no_key_behind(redis_server, workers, tiny_model):
+    import time
+
+    from conftest import wait_for
+
+    url, r = redis_server.url, redis_server.client()
+    w = workers(url, client=r)
+    run_id = submit(url, tiny_model, "1,2", "16", "--min-time", "3", "--iterations", "1", "--time-limit", "120")
+    running = make_cell_id(run_id, batch=1)
+    wait_for(lambda: r.hget(keys.run_cells(run_id), running) == "running", 90, "the first cell to start")
+    time.sleep(0.2)
+    res = benchctl("runs", "--prune", "--keep-days", "0.000001", "--broker", url)
+    assert res.returncode == 0 and f"kept: {run_id} (unfinished" in res.stdout and "pruned 0 run(s)" in res.stdout
+    assert r.exists(keys.run(run_id))
+    res = benchctl("runs", "--prune", "--keep-days", "0.000001", "--force", "--broker", url)
+    assert res.returncode == 0 and f"deleted: {run_id}" in res.stdout
+    # The measuring worker's save is refused without writing: no key of the run comes back.
+    wait_for(lambda: f"cell {running}: save refused, its run is no longer in the store" in w.log.read_text(), 90,
+             "the worker's save to be refused")
+    time.sleep(1)  # the second cell's task, if taken, is refused at its claim
+    left = [k for k in r.scan_iter(match="*") if run_id in k and r.ttl(k) == -1]
+    assert left == [] and not r.exists(keys.cell(running))

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bench_protocol.errors import BenchError, CorruptRecord, SpecError
+from bench_protocol.errors import BenchError, CorruptRecord, RunNotFound, SpecError
 from bench_protocol.numeric import check_number
 from bench_protocol.records import SETTLED, CellState
 from bench_protocol.spec import RunSpec, check_run_id
@@ -245,9 +245,10 @@ def workers(broker: Broker = None,
 def runs(limit: Annotated[int, typer.Option("--limit", help="how many (positive)")] = 20, broker: Broker = None,
          store_url: Store = None, as_json: Json = False,
          prune: Annotated[bool, typer.Option("--prune", help="delete the runs older than --keep-days, every key of each")] = False,
-         keep_days: KeepDays = DEFAULT_KEEP_DAYS):
+         keep_days: KeepDays = DEFAULT_KEEP_DAYS,
+         force: Annotated[bool, typer.Option("--force", help="with --prune, delete unfinished runs too")] = False):
     """Recent runs, newest first; with --prune, delete the old ones from Redis."""
-    from ..runs.progress import counts
+    from ..runs.progress import counts, unsent
 
     if limit <= 0:
         raise SpecError(f"--limit must be a positive number of runs, got {limit}")
@@ -256,19 +257,28 @@ def runs(limit: Annotated[int, typer.Option("--limit", help="how many (positive)
     if prune and keep_days == 0:  # one meaning everywhere: 0 keeps runs for ever (as on collect)
         raise SpecError("--keep-days 0 keeps runs for ever, so --prune would delete nothing: give the days to keep")
     if prune:
-        deleted, dropped = store.prune_runs(time.time() - keep_days * 86400)
+        deleted, dropped, skipped = store.prune_runs(time.time() - keep_days * 86400, force=force)
         for run_id in deleted:
             typer.echo(f"deleted: {run_id}")
+        for run_id in skipped:
+            typer.echo(f"kept: {run_id} (unfinished: cells still queued or running; --force deletes it)")
         typer.echo(f"pruned {len(deleted)} run(s) older than {keep_days:g} days"
-                   + (f"; {len(dropped)} expired run(s) dropped from the index" if dropped else ""))
+                   + (f"; {len(dropped)} expired run(s) dropped from the index" if dropped else "")
+                   + (f"; {len(skipped)} unfinished run(s) kept" if skipped else ""))
         return
     for run_id, created in store.recent_runs(limit):
+        try:
+            half_sent = unsent(store.run_meta(run_id, lenient=True))
+        except RunNotFound:  # expired since it was listed
+            continue
         c = counts(store.cell_states(run_id))
         if as_json:
-            typer.echo(json.dumps({"run_id": run_id, "created": created, "counts": c}))
+            typer.echo(json.dumps({"run_id": run_id, "created": created, "counts": c,
+                                   "incomplete": {"sent": half_sent[0], "cells": half_sent[1]} if half_sent else None}))
             continue
         typer.echo(f"{run_id}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(created))}  "
-                   + " ".join(f"{k}={v}" for k, v in sorted(c.items())))
+                   + " ".join(f"{k}={v}" for k, v in sorted(c.items()))
+                   + (f"  incomplete: {half_sent[0]} of {half_sent[1]} cells' tasks sent" if half_sent else ""))
 
 
 @app.command()

@@ -27,6 +27,7 @@ from bench_protocol.errors import BenchError
 from ..reporting.frame import COLUMNS, cells_frame
 
 SCHEMA_VERSION = 1
+SCHEMA_LOCK_KEY = 0x62656E6368  # pg_advisory_xact_lock key of benchctl's schema changes ("bench")
 DEFAULT_PATH = Path("~/.local/share/benchctl/history.db")
 # Text columns of the frame; every other frame column is a number (``valid`` is 1, 0 or null).
 TEXT_COLUMNS = {"run_id", "cell_id", "label", "device", "pool", "dtype", "variant", "task", "status", "error_type", "error",
@@ -89,7 +90,12 @@ class History:
 
         self.url = history_url(url)
         if self.url.startswith("sqlite:///"):
-            Path(self.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(self.url[len("sqlite:///"):]).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a regular file where a folder should be, no right to make it
+                raise HistoryError(f"history database {_safe(self.url)}: cannot make its folder {folder}: "
+                                   f"{exc.strerror or exc}; point BENCHCTL_HISTORY elsewhere") from None
             args = {"timeout": 10}
         elif self.url.startswith("postgresql"):
             args = {"connect_timeout": 10}
@@ -112,11 +118,30 @@ class History:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             raise HistoryError(f"history database {_safe(self.url)}: {reason}") from None
 
+    def _schema_lock(self, conn) -> None:
+        """Serialise schema changes between benchctl processes on PostgreSQL (two first appends at
+        once would both CREATE TABLE, and the loser's run be lost); SQLite's own write lock does it
+        there once the transaction writes."""
+        from sqlalchemy import text
+
+        if self.engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+
     def _ensure_schema(self) -> None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            self._ensure_schema_once()
+        except SQLAlchemyError:
+            # Another process made the tables between our look and our CREATE (SQLite): look again.
+            self._ensure_schema_once()
+
+    def _ensure_schema_once(self) -> None:
         from sqlalchemy import inspect, select
 
         meta = self.metadata.tables["meta"]
         with self.engine.begin() as conn:
+            self._schema_lock(conn)
             existing = set(inspect(conn).get_table_names())
             if existing and "meta" not in existing:
                 raise HistoryError(f"history database {_safe(self.url)} is not a benchctl history (no meta table)")
@@ -145,7 +170,9 @@ class History:
         second benchctl migrating at the same time costs nothing. Returns the columns added."""
         from sqlalchemy import inspect, text
 
-        self.metadata.create_all(self.engine)  # a table this benchctl has and the database lacks (checkfirst)
+        with self.engine.begin() as conn:  # a table this benchctl has and the database lacks (checkfirst)
+            self._schema_lock(conn)
+            self.metadata.create_all(conn)
         with self.engine.connect() as conn:
             found = {t: {c["name"]: c["type"] for c in inspect(conn).get_columns(t)} for t in self.metadata.tables}
         missing = []
@@ -168,6 +195,9 @@ class History:
             ddl = f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(col.name)} {col.type.compile(self.engine.dialect)}"
             try:
                 with self.engine.begin() as conn:
+                    self._schema_lock(conn)
+                    if col.name in {c["name"] for c in inspect(conn).get_columns(table.name)}:
+                        continue  # added meanwhile by another benchctl
                     conn.execute(text(ddl))
             except Exception as exc:  # noqa: BLE001 (a concurrent migration added it, or no right to)
                 if col.name in self._present(table.name):
@@ -210,8 +240,8 @@ class History:
                 conn.execute(runs.insert().values(**run_row))
                 known = {r[0] for r in conn.execute(fp_table.select().with_only_columns(fp_table.c.fingerprint_id))}
                 for fid, fp in fps.items():
-                    if fid not in known:
-                        conn.execute(fp_table.insert().values(
+                    if fid not in known:  # another append may add the same host meanwhile: first one wins
+                        conn.execute(self._insert_new(fp_table).values(
                             fingerprint_id=fid, hostname=fp.get("hostname"), cpu_model=fp.get("cpu_model"),
                             data=json.dumps(fp, default=str), **{c: _fp_value(fp, c) for c in VERSION_COLUMNS}))
                 if len(frame):
@@ -220,6 +250,15 @@ class History:
             return len(frame)
 
         return self._guard(write)
+
+    def _insert_new(self, table):
+        """INSERT that leaves an existing row of the same key alone (ON CONFLICT DO NOTHING)."""
+        name = self.engine.dialect.name
+        if name in ("postgresql", "sqlite"):
+            from importlib import import_module
+
+            return import_module(f"sqlalchemy.dialects.{name}").insert(table).on_conflict_do_nothing()
+        return table.insert()
 
     # -- reading ----------------------------------------------------------------------------
 

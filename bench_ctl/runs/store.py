@@ -233,15 +233,20 @@ class ControllerStore:
             pipe.execute()
         self._guard(write)
 
-    def prune_runs(self, older_than: float) -> tuple[list[str], list[str]]:
+    def prune_runs(self, older_than: float, force: bool = False) -> tuple[list[str], list[str], list[str]]:
         """Delete the runs created before ``older_than`` (epoch seconds), every key of each, and
-        drop the index entries of runs whose keys already expired: (deleted, dropped)."""
+        drop the index entries of runs whose keys already expired: (deleted, dropped, skipped).
+        A run with a cell still queued or running is skipped unless ``force``: its workers would
+        measure for nothing (their saves are refused once the run's cells are gone)."""
         def work():
-            deleted, dropped = [], []
+            deleted, dropped, skipped = [], [], []
             for run_id, created in self.r.zrange(keys.RUNS, 0, -1, withscores=True):
                 if not self.r.exists(keys.run(run_id)):
                     self.r.zrem(keys.RUNS, run_id)
                     dropped.append(run_id)
+                elif created < older_than and not force and any(
+                        state not in lifecycle.SETTLED for state in self.r.hvals(keys.run_cells(run_id))):
+                    skipped.append(run_id)
                 elif created < older_than:
                     cells = self.r.hkeys(keys.run_cells(run_id))
                     for i in range(0, len(cells), READ_BATCH):
@@ -250,7 +255,7 @@ class ControllerStore:
                     self.r.delete(keys.run(run_id), keys.run_cells(run_id))
                     self.r.zrem(keys.RUNS, run_id)
                     deleted.append(run_id)
-            return deleted, dropped
+            return deleted, dropped, skipped
         return self._guard(work)
 
     def requeue_lapsed(self) -> list[str]:

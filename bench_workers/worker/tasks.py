@@ -244,6 +244,10 @@ def register_tasks(app, settings: WorkerSettings) -> None:
             if lost:
                 log.error("cell %s: save refused, its run is gone from the store (%s)", cell.cell_id, lost)
                 return {"cell_id": cell.cell_id, "status": "refused", "reason": lost}
+            if now is None:  # nothing written: no key of a deleted run comes back without its run
+                log.warning("cell %s: save refused, its run is no longer in the store (deleted by "
+                            "`benchctl runs --prune --force`, or past its retention)", cell.cell_id)
+                return {"cell_id": cell.cell_id, "status": "refused", "reason": "run deleted"}
             log.warning("cell %s: save refused, the cell was queued again and is another attempt's now", cell.cell_id)
             return {"cell_id": cell.cell_id, "status": "superseded"}
         log.info("cell %s: %s", cell.cell_id, record["status"])
