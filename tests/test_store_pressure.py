@@ -198,8 +198,9 @@ def test_a_worker_keeps_its_measurement_while_redis_is_full(redis_server, worker
     from conftest import wait_for
 
     url, r = redis_server.url, redis_server.client()
-    spool = tmp_path / "worker-cache" / "spool"
-    w = workers(url, client=r, env=worker_env(BENCHCTL_CACHE_DIR=str(spool.parent)))
+    cache = tmp_path / "worker-cache"
+    w = workers(url, client=r, env=worker_env(BENCHCTL_CACHE_DIR=str(cache)))
+    spool = cache / "spool" / w.name  # the worker's own folder
     run_id = submit(url, tiny_model, "1", "16", "--min-time", "3", "--iterations", "1", "--time-limit", "120")
     cid = make_cell_id(run_id, batch=1)
     wait_for(lambda: r.hget(keys.run_cells(run_id), cid) == "running", 90, "the cell to start")

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
 
-def spool_dir() -> Path:
+def spool_dir(worker: str) -> Path:
+    """One folder per worker name: two workers of one host (cuda:0 and cuda:1, say) each save
+    only what they measured themselves."""
     base = os.environ.get("BENCHCTL_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "benchctl")
-    return Path(base) / "spool"
+    return Path(base) / "spool" / re.sub(r"[^A-Za-z0-9@._-]", "_", worker)
 
 
 class Spool:
-    def __init__(self, directory: Path | None = None) -> None:
-        self.dir = directory or spool_dir()
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
 
     def path(self, cell_id: str) -> Path:
         return self.dir / f"{cell_id.replace(':', '_')}.json"

@@ -35,12 +35,12 @@ from bench_protocol.spec import CellSpec, RunSpec, parse_cell_id
 from ..cell.measure import ModelCache, measure_cell
 from .record_store import RecordStore
 from .settings import WorkerSettings
-from .spool import Spool
+from .spool import Spool, spool_dir
 
 log = logging.getLogger("benchctl.worker")
 
 _cache = ModelCache()  # lives in the measuring child, between cells
-_spool = Spool()
+_spool: Spool | None = None  # set by register_tasks: the worker's own folder
 _client = (None, None)
 
 
@@ -169,7 +169,9 @@ def _test_kill_hook(cell_id: str) -> None:
 
 
 def register_tasks(app, settings: WorkerSettings) -> None:
+    global _spool
     max_deaths = settings.shared.max_cell_deaths  # resolved once, at the worker's start
+    _spool = Spool(spool_dir(settings.name))
 
     @app.task(name=TASK_RUN_CELL, bind=True, acks_late=True, reject_on_worker_lost=True,
               Request=_request_class(settings, max_deaths))
