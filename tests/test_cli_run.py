@@ -55,6 +55,7 @@ def test_compare_flags_regressions_beyond_noise(tiny_run, tmp_path):
     for rec in slower["cells"]:
         rec["metrics"]["latency_ms"]["mean"] *= 2
         rec["metrics"]["throughput_mean"] /= 2
+        rec["latencies_ms"] = [2 * v for v in rec["latencies_ms"]]
     (tmp_path / "new.json").write_text(json.dumps(slower))
     same = benchctl("compare", str(tmp_path / "old.json"), str(tmp_path / "old.json"), "--fail-on-regression", "5")
     assert same.returncode == 0 and "within noise" in same.stdout

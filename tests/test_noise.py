@@ -115,3 +115,46 @@ def test_a_speedup_over_an_invalid_baseline_cell_is_crossed_out():
     plt = _Plt()
     speedup(cells_frame(seed_document()), "cpu", plt, lambda ax: None, lambda *a: None)
     assert not [c for c in plt.calls if c[0] == "scatter"]
+
+
+# -- regressions decided by a test on the raw latencies ---------------------------------------------
+
+
+@pytest.mark.fast
+def test_the_bootstrap_interval_covers_the_true_ratio_of_medians():
+    """Lognormal latencies whose true median ratio is 1.2: a 95% interval should hold it in about
+    95 of 100 seeded trials (at least 90)."""
+    import numpy as np
+
+    from bench_ctl.reporting.compare import median_ratio_interval
+
+    rng = np.random.default_rng(7)
+    covered = 0
+    for trial in range(100):
+        old = np.exp(rng.normal(np.log(10.0), 0.1, 40))
+        new = np.exp(rng.normal(np.log(12.0), 0.1, 40))
+        lo, hi = median_ratio_interval(old, new, rounds=1000, seed=trial)
+        covered += lo <= 1.2 <= hi
+    assert covered >= 90, covered
+    assert median_ratio_interval([1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0, 5.0]) is None  # too few: the noise rule decides
+
+
+@pytest.mark.fast
+def test_compare_judges_by_the_raw_latencies_and_names_its_test():
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    old, same, slower = seed_document(), seed_document(), seed_document()
+    for doc, factor in ((old, 1.0), (same, 1.0), (slower, 1.3)):
+        for rec in doc["cells"]:
+            base = rec["metrics"]["latency_ms"]["mean"]
+            rec["latencies_ms"] = list(factor * base * np.exp(rng.normal(0, 0.03, 50)))
+            rec["metrics"]["latency_ms"]["mean"] = float(np.mean(rec["latencies_ms"]))
+    table = compare(old, same)
+    assert set(table["verdict"]) == {"within noise"} and set(table["test"]) == {"bootstrap 95% CI of the ratio of medians, and the noise rule"}
+    assert regressions(table, 5).empty
+    worse = compare(old, slower)
+    assert set(worse["verdict"]) == {"REGRESSION"} and len(regressions(worse, 5)) == len(worse)
+    assert regressions(worse, 50).empty  # the size matters as well as the significance
+    # A record without raw latencies (an older results.json) falls back to the noise rule, and says so.
+    assert set(compare(seed_document(), seed_document())["test"]) == {"noise rule (2x combined CV, no raw latencies)"}

@@ -102,5 +102,7 @@ def compare(
     if fail_on_regression is not None:
         bad = regressions(table, fail_on_regression)
         if len(bad):
-            echo_err(f"{len(bad)} cell(s) regressed by more than {fail_on_regression:g}% beyond noise")
+            echo_err(f"{len(bad)} cell(s) regressed by more than {fail_on_regression:g}% beyond noise (each cell's "
+                     "test is in its row: a bootstrap 95% interval of the ratio of median latencies whose lower end "
+                     "clears the threshold, or the noise rule where raw latencies are too few)")
             raise typer.Exit(1)
