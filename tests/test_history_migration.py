@@ -239,7 +239,6 @@ def test_trend_and_compare_tables_print_integers_as_integers():
 # -- the history under pressure -------------------------------------------------------------------
 
 
-@pytest.mark.fast
 def test_a_history_path_under_a_regular_file_is_one_line(tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the history's folder should be")

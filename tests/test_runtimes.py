@@ -75,7 +75,7 @@ def test_a_missing_runtime_library_is_an_error_record_naming_the_extra(tiny_mode
 
 
 @pytest.mark.fast
-def test_onnx_runtime_falling_back_to_cpu_under_a_gpu_pool_is_an_error(tiny_model, tmp_path):
+def test_onnx_runtime_falling_back_to_cpu_under_a_gpu_pool_is_an_error(tmp_path):
     """ORT given CUDA first on a host whose ORT lacks it runs on the CPU without a word: the
     provider it actually used decides, as on a GPU worker."""
     import onnxruntime as ort
