@@ -208,3 +208,27 @@ def test_two_equal_pools_read_the_same_within_noise():
     assert "neither is recommended over the other" in md
     assert "ties with it within noise" in md
     assert "faster than" not in md
+
+
+@pytest.mark.fast
+def test_best_vs_best_compares_each_pools_fastest_stack_and_names_it():
+    """A CPU's best stack (int8 on ONNX Runtime) against a GPU's (fp16 cudagraph), not eager
+    against eager: the ratio and both stacks are in the line and in the report."""
+    import copy
+
+    from bench_ctl.reporting import report
+    from bench_ctl.reporting.document import to_markdown
+    from bench_ctl.reporting.fastest import best_vs_best
+
+    doc = seed_document()
+    for rec in list(doc["cells"]):
+        fast = copy.deepcopy(rec)
+        fast.update(variant="ort" if rec["pool"] == "cpu" else "cudagraph", dtype="int8" if rec["pool"] == "cpu" else "fp16",
+                    cell_id=rec["cell_id"] + "-best")
+        fast["metrics"]["throughput_mean"] *= 2
+        fast["metrics"]["latency_ms"]["mean"] /= 2
+        doc["cells"].append(fast)
+    frame = cells_frame(doc)
+    line = "Batch size 8: GPU on fp16 cudagraph runs 27.93x the throughput of CPU on int8 ort (995.9 vs 35.66 items/s)."
+    assert best_vs_best(frame, "cpu") == [line]
+    assert line in to_markdown(report.build(doc, frame))
