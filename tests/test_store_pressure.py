@@ -293,6 +293,42 @@ def test_a_killed_submit_leaves_its_run_marked_and_retry_completes_it(redis_serv
     wait_for(lambda: r.hget(keys.run(run_id), "status") == "queued", 5, "the run to be marked sent")
 
 
+def test_an_interrupted_submit_says_how_far_it_got_and_marks_its_run_at_once(redis_server, tiny_model):
+    """Ctrl-C part way: one line naming the run, how many tasks went and `benchctl retry`; exit
+    130; the run is incomplete at once (no wait for a stale count), and retry sends the rest."""
+    import signal
+    import subprocess
+    import time
+
+    from bench_protocol.recovery import PUBLISH_BATCH
+
+    url, r = redis_server.url, redis_server.client()
+    proc = subprocess.Popen([str(BIN / "benchctl"), "submit", "--devices", "cpu", "--batch-sizes",
+                             ",".join(map(str, range(1, 51))), "--seq-lens", ",".join(map(str, range(1, 51))),
+                             "--dtypes", "fp32,bf16", "--model", str(tiny_model), "--allow-missing", "--broker", url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=worker_env())
+    try:
+        run_id = proc.stdout.readline().strip()  # before the first task
+        r.execute_command("CLIENT", "PAUSE", "60000", "WRITE")  # sending stalls where it got to
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1)
+    finally:
+        r.execute_command("CLIENT", "UNPAUSE")
+    out, err = proc.communicate(timeout=60)
+    last = err.strip().splitlines()[-1]
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert last.startswith(f"benchctl: error: interrupted: run {run_id} is recorded, but only ") \
+        and f"benchctl retry {run_id}" in last, last
+    sent = int(last.split("but only ", 1)[1].split()[0])
+    assert 0 <= sent < 5000
+    assert r.hget(keys.run(run_id), "status") == "incomplete" and int(r.hget(keys.run(run_id), "sent")) == sent
+    assert f"incomplete: sending stopped after {sent} of 5000" in benchctl("status", run_id, "--broker", url).stdout
+    res = benchctl("retry", run_id, "--broker", url, timeout=120)
+    assert res.returncode == 0 and f"{5000 - sent} cell(s) queued again" in res.stdout, res.stdout + res.stderr
+    queued = [json.loads(m)["headers"]["id"] for m in r.lrange("cpu", 0, -1)]
+    assert len(set(queued)) == 5000 and len(queued) - 5000 <= PUBLISH_BATCH
+
 # -- 1: Redis losing benchctl's keys is said, not hidden ---------------------------------------
 
 def test_a_redis_that_lost_benchctls_keys_is_named_and_eviction_warned(redis_server, workers, tiny_model):
