@@ -14,12 +14,14 @@ from bench_protocol.spec import (
     DEFAULT_GENERATIVE_MODEL,
     DEFAULT_MODEL,
     DTYPES,
+    SCENARIOS,
     VARIANTS,
     MeasureRules,
     ModelRef,
     RunSpec,
     parse_int_list,
     parse_name_list,
+    parse_prices,
 )
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -41,6 +43,12 @@ SPEC_FLAGS = [
     ("baseline", Optional[str], None, ("--baseline",), "device the speedups are against (default: the first)"),
     ("latency_budget_ms", Optional[float], None, ("--latency-budget-ms",),
      "the fastest way to run the model counts only cells whose p99 latency fits this budget"),
+    ("scenarios", str, "batch", ("--scenario",),
+     f"comma-separated: {', '.join(SCENARIOS)} (server: requests at --rate, batched as they come; offline: all at once)"),
+    ("price", Optional[str], None, ("--price",),
+     "USD per hour of one host per pool: cpu=0.40,cuda=3.20, or a TOML file with a [prices] table"),
+    ("target_rate", Optional[float], None, ("--target-rate",),
+     "requests/s to serve: the hosts each pool needs for it, in Cheapest way to serve it"),
 ]
 _TYPES = {"int": int, "float": float, "int | None": Optional[int], "float | None": Optional[float]}
 # The measurement rules' flags come from MeasureRules' fields: their defaults and help are its own.
@@ -84,7 +92,7 @@ NoHistory = Annotated[bool, typer.Option("--no-history", help="do not add this r
 
 
 def build_spec(devices, batch_sizes, seq_lens, dtypes, variants, task, new_tokens, model, weights, input_, baseline,
-               latency_budget_ms, **rules) -> RunSpec:
+               latency_budget_ms, scenarios, price, target_rate, **rules) -> RunSpec:
     """The flags' strings -> a validated RunSpec (SpecError with one line otherwise)."""
     from bench_protocol.model_config import check_seq_lens, resolve_task
 
@@ -103,6 +111,9 @@ def build_spec(devices, batch_sizes, seq_lens, dtypes, variants, task, new_token
         rules=MeasureRules(**rules),
         baseline=baseline,
         latency_budget_ms=latency_budget_ms,
+        scenarios=parse_name_list(scenarios, "scenario"),
+        prices=parse_prices(price) if price is not None else None,
+        target_rate=target_rate,
     )
     check_seq_lens(model, spec.seq_lens, spec.new_tokens if spec.task == "generate" else 0)
     return spec

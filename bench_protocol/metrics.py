@@ -25,6 +25,7 @@ TABLES = {
     "details": "Details: latency distribution, tokens/s, energy and validity per cell",
     "efficiency": "How close to the hardware, per cell",
     "generation": "Details: prefill and decode per generate cell",
+    "serving": "Serving under load: per server and offline cell",
 }
 
 
@@ -121,6 +122,15 @@ METRICS = (
     Metric("accuracy_top1_agreement", "share", False, "top1_agree", ("details",), sparse=True),
     Metric("accuracy_max_abs_diff", "logit", True, "max_abs_diff", ("details",), sparse=True),
     Metric("accuracy_token_agreement", "share", False, "token_agree", ("generation",), sparse=True),
+    # Server and offline cells (bench_workers/cell/served.py): latency above is per request,
+    # queueing included; served_rate is the completed rate of a VALID load step (with
+    # --slo-p99-ms: the highest rate found within the bound).
+    Metric("served_rate", "req/s", False, "served_req_per_s", ("serving",), sparse=True),
+    Metric("offered_rate", "req/s", None, "offered_req_per_s", ("serving",), sparse=True),
+    Metric("batch_formed_mean", "", None, "batch_mean", ("serving",), sparse=True),
+    Metric("batch_formed_max", "count", None, "batch_max", ("serving",), sparse=True),
+    Metric("batch_wait_ms_max", "ms", True, "first_wait_max_ms", ("serving",), sparse=True),
+    Metric("utilisation", "share", None, "busy", ("serving",), sparse=True),
     Metric("ttft_ms_mean", "ms", True, "ttft_mean_ms", ("prefill",), (_TTFT, "mean")),
     Metric("ttft_ms_p50", "ms", True, "ttft_p50_ms", ("generation",), (_TTFT, "median")),
     Metric("ttft_ms_p90", "ms", True, "ttft_p90_ms", ("generation",), (_TTFT, "p90")),

@@ -27,17 +27,21 @@ INPUTS = ("synthetic", "text")
 VARIANTS = ("eager", "compile", "cudagraph", "ort", "openvino")
 # What is measured: one forward pass (classify), or a prefill then decode steps (generate).
 TASKS = ("classify", "generate")
+# How requests reach the model: a fixed batch timed call by call (batch); requests arriving at
+# random at a rate, batched by the worker as they come (server, MLPerf's Server scenario); all
+# requests at once (offline). In server and offline cells the batch size is the largest batch.
+SCENARIOS = ("batch", "server", "offline")
 MAX_NEW_TOKENS = 1 << 16
 
 # A cell's coordinates within its run, declared once: (field, its prefix in the cell id).
 # The cell id and its parser, records, the tidy frame, the tables and compare all read this.
 CELL_AXES = (("pool", ""), ("batch_size", "b"), ("seq_len", "s"), ("dtype", ""), ("variant", ""), ("task", ""),
-             ("new_tokens", "n"))
+             ("new_tokens", "n"), ("scenario", ""))
 AXES = tuple(name for name, _ in CELL_AXES)
 # The axes that split a run into comparison tables (pool and batch size are inside each table).
 COMBO_AXES = tuple(a for a in AXES if a not in ("pool", "batch_size"))
 # What a record written before an axis existed measured.
-AXIS_DEFAULTS = {"variant": "eager", "task": "classify", "new_tokens": 0}
+AXIS_DEFAULTS = {"variant": "eager", "task": "classify", "new_tokens": 0, "scenario": "batch"}
 
 # A pool is a queue name; the torch device kinds double as the default pool names.
 _POOL_RE = re.compile(r"^[a-z][a-z0-9._-]{0,39}(:[0-9]{1,2})?$")
@@ -144,6 +148,13 @@ def check_task(task: str, new_tokens: int) -> None:
         raise SpecError("a classify cell generates no tokens (new tokens must be 0)")
 
 
+def check_scenario(scenario: str, task: str) -> None:
+    if scenario not in SCENARIOS:
+        raise SpecError(f"unknown scenario {scenario!r}: use one of {', '.join(SCENARIOS)}")
+    if scenario != "batch" and task != "classify":
+        raise SpecError(f"the {scenario} scenario serves classify cells; generate cells are measured in the batch scenario")
+
+
 def pool_kind(pool: str) -> str:
     """The device kind a pool name implies: 'cuda:1' -> 'cuda', 'cpu-1t' -> 'cpu'."""
     head = re.split(r"[:._-]", pool, maxsplit=1)[0]
@@ -151,6 +162,53 @@ def pool_kind(pool: str) -> str:
         if head.startswith(kind):
             return "cuda" if kind == "gpu" else kind
     return head
+
+
+def check_prices(prices, pools) -> dict[str, float] | None:
+    """USD per hour per pool: each a pool of the run, each a positive number."""
+    if prices is None:
+        return None
+    if not isinstance(prices, dict):
+        raise SpecError("prices must map pools to USD per hour")
+    out = {}
+    for pool, price in prices.items():
+        if pool not in pools:
+            raise SpecError(f"a price is given for {pool!r}, which is not a device of this run ({', '.join(pools)})")
+        out[pool] = float(check_number(price, f"price of {pool} (USD per hour)", 0, 1e9, lo_open=True))
+    return out
+
+
+def parse_prices(text: str) -> dict[str, float]:
+    """'cpu=0.40,cuda=3.20' -> {'cpu': 0.4, 'cuda': 3.2}; or a TOML file's [prices] table."""
+    from pathlib import Path
+
+    text = str(text).strip()
+    if "=" not in text:
+        import tomllib
+
+        try:
+            table = tomllib.loads(Path(text).read_text()).get("prices")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError(f"cannot read prices file {text}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"prices file {text} is not TOML: {exc}") from None
+        if not isinstance(table, dict) or not table:
+            raise SpecError(f"prices file {text} has no [prices] table (pool = USD per hour)")
+        return {str(k): table[k] for k in table}
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        pool, sep, value = part.partition("=")
+        pool = pool.strip()
+        try:
+            price = float(value)
+        except ValueError:
+            price = None
+        if not sep or not pool or price is None:
+            raise SpecError(f"malformed price {part.strip()!r}: expected POOL=USD_PER_HOUR, like cpu=0.40,cuda=3.20")
+        if pool in out:
+            raise SpecError(f"a price is given twice for {pool!r}")
+        out[pool] = price
+    return out
 
 
 @dataclass
@@ -167,6 +225,15 @@ class MeasureRules:
     memory_limit_mb: int | None = field(default=None, metadata={"help": "address-space cap honoured by a CPU cell (MiB)"})
     accuracy_tolerance: float = field(default=DEFAULT_AGREEMENT, metadata={
         "help": "share of top-1 labels (generate: greedy tokens) that must agree with the fp32 eager reference"})
+    # Serving (server and offline cells; bench_workers/serving/).
+    rate: float | None = field(default=None, metadata={
+        "help": "requests/s offered to a server cell (with --slo-p99-ms: where the search starts)"})
+    slo_p99_ms: float | None = field(default=None, metadata={
+        "help": "p99 bound of a server cell: the highest rate that holds it is searched"})
+    batch_window_ms: float = field(default=5.0, metadata={
+        "help": "longest wait of a batch's first request before the batch runs (server and offline cells)"})
+    serve_time: float = field(default=10.0, metadata={
+        "help": "seconds of load per step of a server or offline cell (MLPerf's rules ask 600)"})
 
     def __post_init__(self) -> None:
         for name in ("warmup", "min_iterations"):
@@ -189,6 +256,11 @@ class MeasureRules:
             check_number(self.memory_limit_mb, "memory-limit-mb", 1, MAX_MEMORY_MB, integer=True)
         for name in ("warmup", "min_iterations"):
             check_number(getattr(self, name), name.replace("_", "-"), hi=MAX_ITERATIONS, integer=True)
+        for name, top in (("rate", 1e9), ("slo_p99_ms", MAX_SECONDS * 1e3)):
+            if getattr(self, name) is not None:
+                check_number(getattr(self, name), name.replace("_", "-"), 0, top, lo_open=True)
+        check_number(self.batch_window_ms, "batch-window-ms", 0, MAX_SECONDS * 1e3)
+        check_number(self.serve_time, "serve-time", 0, MAX_SECONDS, lo_open=True)
 
 
 @dataclass
@@ -224,6 +296,11 @@ class RunSpec:
     run_id: str = field(default_factory=new_run_id)
     baseline: str | None = None
     latency_budget_ms: float | None = None
+    scenarios: list[str] = field(default_factory=lambda: ["batch"])
+    # USD per hour of one host of a pool, and the request rate to serve: the cost columns and
+    # "Cheapest way to serve it" (bench_ctl/reporting/cost.py).
+    prices: dict[str, float] | None = None
+    target_rate: float | None = None
 
     def __post_init__(self) -> None:
         if not self.pools:
@@ -258,6 +335,15 @@ class RunSpec:
             raise SpecError(f"latency budget must be a positive number of milliseconds, got {self.latency_budget_ms!r}")
         if self.latency_budget_ms is not None:
             check_number(self.latency_budget_ms, "latency budget (ms)", 0, MAX_SECONDS * 1000, lo_open=True)
+        if not self.scenarios or len(set(self.scenarios)) != len(self.scenarios):
+            raise SpecError("give each scenario once")
+        for scenario in self.scenarios:
+            check_scenario(scenario, self.task)
+        if "server" in self.scenarios and self.rules.rate is None and self.rules.slo_p99_ms is None:
+            raise SpecError("a server cell needs --rate (requests/s) or --slo-p99-ms (the rate is then searched)")
+        self.prices = check_prices(self.prices, self.pools)
+        if self.target_rate is not None:
+            check_number(self.target_rate, "target-rate", 0, 1e12, lo_open=True)
         check_run_id(self.run_id)
         if self.baseline is None:
             self.baseline = self.pools[0]
@@ -267,9 +353,10 @@ class RunSpec:
     def cells(self) -> list[CellSpec]:
         return [
             CellSpec(run_id=self.run_id, pool=pool, batch_size=b, seq_len=s, dtype=d, variant=v, task=self.task,
-                     new_tokens=self.new_tokens if self.task == "generate" else 0, model=self.model, rules=self.rules)
-            for pool in self.pools for d in self.dtypes for v in self.variants for s in self.seq_lens
-            for b in self.batch_sizes
+                     new_tokens=self.new_tokens if self.task == "generate" else 0, scenario=sc, model=self.model,
+                     rules=self.rules)
+            for pool in self.pools for sc in self.scenarios for d in self.dtypes for v in self.variants
+            for s in self.seq_lens for b in self.batch_sizes
         ]
 
     def cell_of(self, cell_id: str) -> CellSpec | None:
@@ -281,7 +368,7 @@ class RunSpec:
             return None
         grid = {"pool": self.pools, "batch_size": self.batch_sizes, "seq_len": self.seq_lens, "dtype": self.dtypes,
                 "variant": self.variants, "task": [self.task],
-                "new_tokens": [self.new_tokens if self.task == "generate" else 0]}
+                "new_tokens": [self.new_tokens if self.task == "generate" else 0], "scenario": self.scenarios}
         if coords.pop("run_id") != self.run_id or any(coords[axis] not in grid[axis] for axis in AXES):
             return None
         cell = CellSpec(run_id=self.run_id, model=self.model, rules=self.rules, **coords)
@@ -313,12 +400,14 @@ class CellSpec:
     variant: str = "eager"
     task: str = "classify"
     new_tokens: int = 0
+    scenario: str = "batch"
     model: ModelRef = field(default_factory=ModelRef)
     rules: MeasureRules = field(default_factory=MeasureRules)
 
     def __post_init__(self) -> None:
         check_run_id(self.run_id)
         check_pool(self.pool)
+        check_scenario(self.scenario, self.task)
         if self.dtype not in DTYPES:
             raise SpecError(f"unknown dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
         check_variant(self.variant)

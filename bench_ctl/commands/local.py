@@ -42,6 +42,8 @@ def report(
     results: Annotated[Path, typer.Argument(help="a results.json written by run or collect")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output directory")] = Path("report"),
     latency_budget_ms: Annotated[Optional[float], typer.Option("--latency-budget-ms", help="p99 budget for the fastest way (overrides the run's)")] = None,
+    price: Annotated[Optional[str], typer.Option("--price", help="USD per hour per pool (cpu=0.40,cuda=3.20 or a TOML file): overrides the run's")] = None,
+    target_rate: Annotated[Optional[float], typer.Option("--target-rate", help="requests/s to serve (overrides the run's)")] = None,
     no_history: NoHistory = False,
 ):
     """Re-render every report file from saved records."""
@@ -54,8 +56,16 @@ def report(
     if latency_budget_ms is not None:
         check_number(latency_budget_ms, "--latency-budget-ms", 0, 7 * 86400e3, lo_open=True)
     doc = load_results(results)
+    spec = doc.setdefault("run", {}).setdefault("spec", {})
     if latency_budget_ms is not None:
-        doc.setdefault("run", {}).setdefault("spec", {})["latency_budget_ms"] = latency_budget_ms
+        spec["latency_budget_ms"] = latency_budget_ms
+    if price is not None:
+        from bench_protocol.spec import check_prices, parse_prices
+
+        pools = spec.get("pools") or sorted({r.get("pool") for r in doc.get("cells", []) if r.get("pool")})
+        spec["prices"] = check_prices(parse_prices(price), pools)
+    if target_rate is not None:
+        spec["target_rate"] = check_number(target_rate, "--target-rate", 0, 1e12, lo_open=True)
     check_out_dir(out)
     written = render_all(doc, out)
     typer.echo(f"report: {written['report.md']}")

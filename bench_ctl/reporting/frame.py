@@ -59,6 +59,13 @@ def _validity(rec: dict, overlaps: dict[str, str]) -> tuple[bool | None, str | N
     lat = rec.get("metrics", {}).get("latency_ms", {})
     cv = lat.get("cv")
     busy = (rec.get("trackers", {}).get("host_load") or {}).get("busy")
+    serving = rec.get("serving")
+    if serving is not None:
+        # A served cell's requests wait in a queue: their spread is what is measured, not noise.
+        # Its validity is LoadGen's verdict (and whether every request was served).
+        cv = None
+        if serving.get("invalid"):
+            reasons.append(serving["invalid"] + (f" (host busy: {busy})" if busy else ""))
     if cv is not None and cv > CV_THRESHOLD:
         # A spread with a busy host has its likely cause named.
         reasons.append(f"latency CV {cv:.1%} above {CV_THRESHOLD:.0%}" + (f" (host busy: {busy})" if busy else ""))

@@ -7,6 +7,7 @@ model between ``timer.start()`` and ``timer.stop()``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import time
@@ -27,7 +28,7 @@ from ..trackers.host_load import HostLoadTracker
 from ..trackers.latency import LatencyTracker
 from ..trackers.rapl import RaplTracker
 from ..trackers.rss import PeakRssTracker
-from . import accuracy, attention, dtypes, generation, inputs
+from . import accuracy, attention, dtypes, generation, inputs, served
 from .flops import count_flops, weight_bytes
 from .memory_limit import address_space_cap
 from .models import ModelNotFound, WeightsUnavailable, load_model
@@ -131,7 +132,12 @@ def _device(torch, name: str):
 
 
 def _trackers(torch, device, latency: LatencyTracker, sync, gpu_baseline_mb, torch_allocator: bool = True) -> list:
-    trackers = [latency, PeakRssTracker(), RaplTracker(), HostLoadTracker()]
+    return [latency, *_side_trackers(torch, device, sync, gpu_baseline_mb, torch_allocator)]
+
+
+def _side_trackers(torch, device, sync, gpu_baseline_mb, torch_allocator: bool = True) -> list:
+    """Every tracker but latency: memory, energy, host load; a GPU's memory, clocks and power."""
+    trackers = [PeakRssTracker(), RaplTracker(), HostLoadTracker()]
     if device.type == "cuda":
         pynvml, handle, reason = cuda_device.nvml_handle(torch, device)
         trackers.append(CudaMemoryTracker(torch, device, handle, pynvml, baseline_mb=gpu_baseline_mb,
@@ -193,10 +199,7 @@ def _free_device_cache() -> None:
 
 
 def _rules_dict(cell: CellSpec) -> dict:
-    r = cell.rules
-    return {"warmup": r.warmup, "min_iterations": r.min_iterations, "min_time": r.min_time,
-            "max_time": r.max_time, "time_limit": r.time_limit, "memory_limit_mb": r.memory_limit_mb,
-            "accuracy_tolerance": r.accuracy_tolerance}
+    return dict(cell.rules.__dict__)
 
 
 def _measure(cell: CellSpec, device_name: str, cache: ModelCache, allowed_dirs, started: float) -> dict:
@@ -235,6 +238,9 @@ def _measure_on(torch, cell: CellSpec, device, cache: ModelCache, allowed_dirs, 
                                                   left_pad=cell.task == "generate")
         else:
             feeds = inputs.synthetic(torch, cell.batch_size, cell.seq_len, info["vocab_size"] or 2, device)
+        if cell.scenario != "batch":
+            return _measure_served(torch, cell, device, runtime, loaded, model, feeds, sync, info, peaks, spec, cached,
+                                   gpu_baseline_mb, sdpa, tokenize_ms, deadline, cache, allowed_dirs)
 
         # What one timed call is: a forward pass, or a whole generate with a mark per new token.
         marks = generation.StepMarks(torch, device) if cell.task == "generate" else None
@@ -316,6 +322,66 @@ def _measure_on(torch, cell: CellSpec, device, cache: ModelCache, allowed_dirs, 
         "latencies_ms": latency.latencies_ms(),
         **({"phase_latencies_ms": phases} if phases is not None else {}),
         "shortfall": rule.shortfall(n, elapsed),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _measure_served(torch, cell: CellSpec, device, runtime, loaded, model, feeds, sync, info, peaks, spec, cached,
+                    gpu_baseline_mb, sdpa, tokenize_ms, deadline, cache: ModelCache, allowed_dirs) -> dict:
+    """A server or offline cell (bench_workers/cell/served.py): prepared per batch shape, served
+    under LoadGen's load, the record built from the reported load step."""
+    key = _model_key(loaded, cell)
+
+    def ctx_for(k: int):
+        fk = {name: t[:k] for name, t in feeds.items()}
+        return runtimes.PrepareContext(torch, model, fk, device, sync, lambda: model(**fk),
+                                       dataclasses.replace(cell, batch_size=k), torch.get_num_threads(), key)
+
+    prepared = served.prepare(torch, runtime, ctx_for, cell, sync,
+                              lambda: _check_deadline(deadline, cell.rules.time_limit))
+    top = prepared.runners[cell.batch_size]
+    budget = min(cell.rules.max_time, deadline - time.time() - 2 * cell.rules.serve_time)
+    chosen, above, steps, trackers = served.serve(
+        torch, prepared, cell, sync, lambda: _side_trackers(torch, device, sync, gpu_baseline_mb, top.torch_allocator), budget)
+    _check_deadline(deadline, cell.rules.time_limit)
+    output = top.call()  # untimed: the largest batch against the fp32 eager reference
+    checked = accuracy.compare(torch, output, _reference(cell, loaded, model, lambda: model(**feeds), None, cache,
+                                                         allowed_dirs, device, feeds), cell.task, cell.seq_len)
+    runner_info, method = top.info, top.method
+    serving = served.serving_info(chosen, above, steps, prepared, cell)
+    prepare_s, first_call_ms = prepared.prepare_s, prepared.first_call_ms
+    for runner in prepared.runners.values():
+        runner.release()
+    prepared = top = output = None
+
+    metrics = served.served_metrics(chosen, cell)
+    side, tracker_status = _tracker_results({}, trackers)
+    metrics.update(side)
+    items = metrics["timed_items"] or 0
+    for src, dst in (("gpu_energy_j", "gpu_energy_j_per_sample"), ("cpu_energy_j", "cpu_energy_j_per_sample")):
+        metrics[dst] = metrics[src] / items if metrics.get(src) is not None and items else None
+    metrics.setdefault("gpu_memory_mb_max", None)
+    metrics.setdefault("gpu_avg_power_w", None)
+    metrics.update({f"accuracy_{k}": checked.get(k) for k in ("top1_agreement", "max_abs_diff") if checked.get(k) is not None})
+    metrics.update({"load_s": None if cached else loaded.load_s, "model_cached": cached, "tokenize_ms": tokenize_ms,
+                    "first_call_ms": first_call_ms, "compile_s": prepare_s, "recompilations": None})
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "cell_id": cell.cell_id, "run_id": cell.run_id,
+        **cell.coordinates(),
+        "status": "ok", "error": None,
+        "model": info,
+        "variant_method": method,
+        "runtime": runner_info,
+        "accuracy": checked,
+        "attention": {"sdpa_backend": sdpa, "implementation": attention.implementation(model)},
+        "peaks": {**peaks, **spec, **_peak_check(peaks, spec)},
+        **({"tf32": cuda_device.tf32_state(torch)} if device.type == "cuda" else {}),
+        "metrics": metrics,
+        "trackers": tracker_status,
+        "serving": serving,
+        "latencies_ms": served.kept_latencies(chosen.latencies_ms),
+        "shortfall": None,
         "torch_threads": torch.get_num_threads(),
     }
 

@@ -10,6 +10,7 @@ import pandas as pd
 from bench_protocol.accuracy import DEFAULT_AGREEMENT
 from bench_protocol.metrics import UNSTABLE_PCT, metric
 
+from ..cost import cheapest, cost_frame
 from ..document import MORE_ROWS, Bullets, Document, Heading, HtmlOnly, Image, Para, Table
 from ..fastest import WORKLOAD_AXES, best_vs_best, candidates, sentence
 from ..frame import CV_THRESHOLD
@@ -22,6 +23,7 @@ from ..tables import (
     dtype_table,
     efficiency_table,
     generation_table,
+    labelled,
     phase_tables,
     varying_axes,
 )
@@ -157,6 +159,63 @@ def best_vs_best_section(ctx: ReportContext) -> list:
             Bullets(pairs, md_items=MD_ROWS)]
 
 
+def serving(ctx: ReportContext) -> list:
+    """Server and offline cells: the rate served, per-request latency, the batches formed, and
+    every load step of a search (the latency-vs-rate curve in numbers)."""
+    served = ctx.frame[(ctx.frame["status"] == "ok") & (ctx.frame["scenario"] != "batch")]
+    if not len(served):
+        return []
+    cols = {**AXIS_HEADERS, **labelled("serving", served), "latency_ms_p50": "p50_ms", "latency_ms_p99": "p99_ms"}
+    table = served.assign(validity=served["valid"].map({True: "VALID", False: "INVALID"}))
+    out: list = [Heading(2, "Serving under load"),
+                 Para("Requests arrive as MLPerf LoadGen schedules them (server: Poisson arrivals at the offered rate; "
+                      "offline: all at once), wait in the worker's queue, and are batched up to the batch size (the "
+                      "largest batch) within the batch window. Latency is per request, from arrival to completion, "
+                      "queueing included. served_req_per_s is the completed rate of a VALID load step; with a p99 bound, "
+                      "the highest rate found within it. Validity is LoadGen's verdict (its early-stopping estimate of "
+                      "p99 against the bound, the duration and the count) and every request served.")]
+    out.append(Table(table[[*cols, "validity"]].rename(columns=cols), floatfmt=".4g", md_rows=MD_ROWS))
+    steps, notes = [], set()
+    for rec in ctx.doc["cells"]:
+        info = rec.get("serving") or {}
+        if info.get("note"):
+            notes.add(info["note"])
+        for st in info.get("steps") or []:
+            steps.append({"cell": rec["cell_id"].split(":", 1)[1], "offered_req_per_s": st.get("offered_rate"),
+                          "completed_req_per_s": st.get("completed_rate"), "p50_ms": st.get("p50_ms"),
+                          "p99_ms": st.get("p99_ms"), "loadgen_p99_ms": st.get("loadgen_p99_ms"),
+                          "requests": st.get("requests"), "verdict": "VALID" if st.get("valid") else st.get("why_invalid")})
+    if steps:
+        out += [Heading(3, "Load steps"), Table(pd.DataFrame(steps), floatfmt=".4g", md_rows=MD_ROWS)]
+    if notes:
+        out.append(Para("Shorter than MLPerf's rules: " + "; ".join(sorted(notes)) + "."))
+    return out
+
+
+def cheapest_way_to_serve(ctx: ReportContext) -> list:
+    spec = ctx.doc.get("run", {}).get("spec", {})
+    prices, target = spec.get("prices"), spec.get("target_rate")
+    costs = cost_frame(ctx.frame, prices, target)
+    if costs.empty or (not prices and not (ctx.frame["scenario"] != "batch").any()):
+        return []
+    best, lines = cheapest(costs, ctx.baseline)
+    shown = best.drop(columns=[c for c in ("usd_per_hour", "usd_per_million", "kwh_per_million", "hosts_for_target")
+                               if best[c].isna().all()])
+    out: list = [Heading(2, "Cheapest way to serve it"),
+                 Para("Per pool: the VALID configuration with the lowest cost per million items (without a price, the "
+                      "highest sustained rate). Cost per million = USD per hour / (items/s x 3600) x 10^6, from the rate "
+                      "served under load where the cell was a server or offline cell, else from its throughput; energy "
+                      "per million from the GPU's energy counter or the CPU's RAPL counter"
+                      + (f"; hosts_for_target: hosts of the pool for {target:g} requests/s" if target else "") + "."
+                      + ("" if prices else " No --price was given: costs are not shown.")),
+                 Table(shown, floatfmt=".4g", md_rows=MD_ROWS)]
+    if costs["kwh_per_million"].isna().any():
+        out.append(Para("kwh_per_million: not measured where the host exposes no energy counter (no NVML energy, no RAPL)."))
+    if lines:
+        out.append(Bullets(lines, md_items=MD_ROWS))
+    return out
+
+
 def hardware(ctx: ReportContext) -> list:
     frame = ctx.frame
     out = [Heading(2, "How close to the hardware"),
@@ -245,7 +304,7 @@ def plots(ctx: ReportContext) -> list:
 # The report, in order. A new section is one function above and one name here.
 SECTIONS = (
     title_and_summary, system_information, model_information, sweep_summary, performance_comparison, conclusion,
-    fastest_way, best_vs_best_section, hardware, details, failed_cells, missing_cells, cells_by_host, how_measured,
+    fastest_way, best_vs_best_section, serving, cheapest_way_to_serve, hardware, details, failed_cells, missing_cells, cells_by_host, how_measured,
     plots,
 )
 

@@ -1,0 +1,184 @@
+"""A server or offline cell: the model prepared for a few batch shapes, then served under
+LoadGen's load through the dynamic batcher (bench_workers/serving/).
+
+A batch of n requests runs at the smallest prepared shape that holds it (powers of two up to the
+cell's batch size, which is the largest batch), padded: compiled, exported and captured
+runtimes need fixed shapes, and servers that batch dynamically do the same. The capacity of
+the largest batch, timed after warm-up, is where a search starts when no --rate is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import statistics
+import time
+
+from ..serving.loadgen import MIN_QUERIES, MLPERF_MIN_DURATION_S, Step, more_queries_needed, run_step, step_length
+from ..serving.search import search_rate
+from .stats import latency_stats
+
+LATENCIES_KEPT = 20000  # per-request latencies in the record (a stride through them beyond this)
+
+
+def buckets(max_batch: int) -> list[int]:
+    """The batch shapes prepared: 1, 2, 4, ... below ``max_batch``, and ``max_batch``."""
+    out, k = [], 1
+    while k < max_batch:
+        out.append(k)
+        k *= 2
+    return [*out, max_batch]
+
+
+def bucket_for(n: int, shapes: list[int]) -> int:
+    return next(k for k in shapes if k >= n)
+
+
+@dataclasses.dataclass
+class Prepared:
+    runners: dict  # bucket -> Runner
+    prepare_s: float | None
+    capacity: float  # items/s of the largest batch after warm-up
+    first_call_ms: float
+
+
+def prepare(torch, runtime, ctx_for, cell, sync, check_deadline) -> Prepared:
+    """A runner per bucket (``ctx_for(k)``: the prepare context at batch k), each called cold then
+    warmed up; the largest one timed for the capacity estimate."""
+    shapes = buckets(cell.batch_size)
+    runners, prepare_s, first_call_ms = {}, None, None
+    for k in shapes:
+        runner = runtime.prepare(ctx_for(k))
+        runners[k] = runner
+        if runner.prepare_s is not None:
+            prepare_s = (prepare_s or 0.0) + runner.prepare_s
+        s = runner.sync or sync
+        s()
+        t0 = time.perf_counter()
+        runner.call()
+        s()
+        if k == cell.batch_size:
+            first_call_ms = (time.perf_counter() - t0) * 1e3
+        for _ in range(cell.rules.warmup):
+            runner.call()
+        check_deadline()
+    top = runners[cell.batch_size]
+    s = top.sync or sync
+    times = []
+    for _ in range(max(3, min(cell.rules.min_iterations, 10))):
+        s()
+        t0 = time.perf_counter()
+        top.call()
+        s()
+        times.append(time.perf_counter() - t0)
+    return Prepared(runners, prepare_s, cell.batch_size / statistics.median(times), first_call_ms)
+
+
+def serve(torch, prepared: Prepared, cell, sync, side_trackers, budget_s: float) -> tuple[Step | None, Step | None, list, list]:
+    """(the reported step, the failing step just above it (a search), every step, the reported
+    step's trackers). A server cell with --slo-p99-ms searches its highest rate within the bound
+    (from --rate, else from the capacity of the largest batch); one with --rate alone serves that
+    rate; an offline cell serves every request at once, sized by the capacity."""
+    rules = cell.rules
+    shapes = sorted(prepared.runners)
+    padded = []
+
+    def run_batch(n: int) -> None:  # on the batcher's thread: inference mode is per thread
+        k = bucket_for(n, shapes)
+        runner = prepared.runners[k]
+        with torch.inference_mode():
+            runner.call()
+        (runner.sync or sync)()
+        padded.append(k - n)
+
+    tracked: dict[int, list] = {}
+
+    def step_at(rate: float, queries: int = MIN_QUERIES) -> Step:
+        trackers = side_trackers()
+        with contextlib.ExitStack() as stack:
+            for t in trackers:
+                stack.enter_context(t.track())
+            step = run_step(cell.scenario, run_batch, max_batch=cell.batch_size, window_s=rules.batch_window_ms / 1e3,
+                            duration_s=rules.serve_time, rate=rate, slo_ms=rules.slo_p99_ms,
+                            grace_s=max(rules.serve_time, 2.0), queries=queries)
+        tracked[id(step)] = trackers
+        more = more_queries_needed(step)
+        if more is not None and queries == MIN_QUERIES:  # inconclusive: once more, with the evidence asked for
+            return step_at(rate, int((step.loadgen.get("result_query_count") or queries) + more * 1.2) + 10)
+        return step
+
+    if cell.scenario == "offline":
+        step = step_at(prepared.capacity)
+        return step, None, [step], tracked[id(step)]
+    if rules.slo_p99_ms is None:
+        step = step_at(rules.rate)
+        return step, None, [step], tracked[id(step)]
+    fit, fail, steps = search_rate(step_at, rules.rate or prepared.capacity, budget_s,
+                                   lambda rate: 1.2 * step_length(rules.serve_time, rate) + 1)
+    chosen = fit or (min(steps, key=lambda s: s.offered_rate) if steps else None)
+    return chosen, (fail if fit is not None else None), steps, tracked.get(id(chosen), [])
+
+
+def step_summary(step: Step) -> dict:
+    lat = latency_stats(step.latencies_ms)
+    return {"offered_rate": step.offered_rate, "completed_rate": step.completed_rate,
+            "p50_ms": lat.get("median"), "p99_ms": lat.get("p99"), "loadgen_p99_ms": step.p99_ms(),
+            "requests": lat.get("n", 0), "dropped": step.dropped, "valid": step.valid, "why_invalid": step.why_invalid(),
+            "duration_s": step.duration_s}
+
+
+def served_metrics(step: Step, cell) -> dict:
+    """The record's metrics of the reported step: per-request latency, rates, the batches formed."""
+    lat = latency_stats(step.latencies_ms)
+    n = lat.get("n", 0)
+    rate = n / step.duration_s if step.duration_s > 0 and n else None
+    served = step.completed_rate if step.valid else None
+    batches = step.batches
+    return {
+        "latency_ms": lat,
+        "throughput_mean": step.completed_rate or rate,
+        "throughput_measured": rate,
+        "tokens_per_s": (step.completed_rate or rate or 0) * cell.seq_len or None,
+        "timed_items": n,
+        "timed_elapsed_s": step.duration_s,
+        "served_rate": served,
+        "offered_rate": step.offered_rate,
+        "batch_formed_mean": statistics.fmean(batches) if batches else None,
+        "batch_formed_max": max(batches) if batches else None,
+        "batch_wait_ms_max": max(step.first_waits_ms) if step.first_waits_ms else None,
+        "utilisation": step.busy_s / step.duration_s if step.duration_s > 0 else None,
+    }
+
+
+def serving_info(chosen: Step, fail: Step | None, steps: list, prepared: Prepared, cell) -> dict:
+    rules = cell.rules
+    hist: dict[str, int] = {}
+    for b in chosen.batches:
+        hist[str(b)] = hist.get(str(b), 0) + 1
+    search = rules.slo_p99_ms is not None and cell.scenario == "server"
+    if chosen.valid:
+        invalid = None
+    elif search:
+        invalid = (f"no rate tried held p99 within {rules.slo_p99_ms:g} ms (lowest tried {chosen.offered_rate:.3g}/s: "
+                   f"{chosen.why_invalid()})")
+    else:
+        invalid = f"LoadGen: INVALID ({chosen.why_invalid()})"
+    return {
+        "scenario": cell.scenario, "max_batch": cell.batch_size, "batch_window_ms": rules.batch_window_ms,
+        "buckets": sorted(prepared.runners), "slo_p99_ms": rules.slo_p99_ms if cell.scenario == "server" else None,
+        "capacity_estimate": prepared.capacity, "searched": search,
+        "reported": step_summary(chosen), "above": step_summary(fail) if fail is not None else None,
+        "steps": [step_summary(s) for s in steps], "batch_histogram": hist,
+        "loadgen": chosen.loadgen, "invalid": invalid,
+        "generator": "MLPerf LoadGen",
+        "shorter_than_mlperf": rules.serve_time < MLPERF_MIN_DURATION_S,
+        "note": (f"each load step ran at least {rules.serve_time:g} s and {MIN_QUERIES} requests; MLPerf's rules ask "
+                 f"{MLPERF_MIN_DURATION_S:g} s" if rules.serve_time < MLPERF_MIN_DURATION_S else None),
+    }
+
+
+def kept_latencies(values: list[float]) -> list[float]:
+    if len(values) <= LATENCIES_KEPT:
+        return values
+    stride = len(values) / LATENCIES_KEPT
+    return [values[int(i * stride)] for i in range(LATENCIES_KEPT)]

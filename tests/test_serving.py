@@ -1,0 +1,202 @@
+"""Serving under load: the batcher, LoadGen's arrivals, queueing, the SLO search, cost, and
+server cells end to end (embedded and on two pools of real workers)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from bench_ctl.reporting.cost import cheapest, cost_frame, cost_per_million, hosts_needed
+from bench_workers.serving.batcher import DynamicBatcher
+from bench_workers.serving.loadgen import run_step
+from bench_workers.serving.search import PRECISION, search_rate
+
+from conftest import benchctl, load_json
+
+
+
+def service(base_s: float, per_item_s: float):
+    """A fake model: a batch of n takes base + n x per-item seconds."""
+    return lambda n: time.sleep(base_s + per_item_s * n)
+
+
+# -- the batcher ----------------------------------------------------------------------------------
+
+@pytest.mark.fast
+def test_batches_never_exceed_the_max_and_the_window_holds():
+    done: list = []
+    batcher = DynamicBatcher(service(0.004, 0.0005), done.extend, max_batch=4, window_s=0.010)
+    batcher.start()
+    for i in range(60):  # bursts and gaps: full batches and batches closed by the window
+        batcher.submit([i])
+        time.sleep(0.0 if i % 10 < 6 else 0.03)
+    batcher.stop(timeout=30)
+    assert sorted(done) == list(range(60)) and batcher.dropped == 0
+    assert max(batcher.batches) == 4 and min(batcher.batches) >= 1 and sum(batcher.batches) == 60
+    # A batch starts when it is full, when its oldest request has waited the window, or (the
+    # model busy) as soon as the batch before it ends; never later than that, beyond scheduling slack.
+    slack = 0.05
+    for i, ((start, _), wait) in enumerate(zip(batcher.spans, batcher.first_waits_s)):
+        oldest = start - wait
+        previous_end = batcher.spans[i - 1][1] if i else 0.0
+        assert start <= max(oldest + batcher.window_s, previous_end) + slack, (i, wait)
+    assert all(lat >= 0 for lat in batcher.latencies_s)
+
+
+@pytest.mark.fast
+def test_a_failing_batch_completes_every_request_unserved_and_raises():
+    done: list = []
+
+    def boom(n):
+        raise RuntimeError("model broke")
+
+    batcher = DynamicBatcher(boom, done.extend, max_batch=4, window_s=0.001)
+    batcher.start()
+    batcher.submit([1, 2, 3])
+    time.sleep(0.1)
+    batcher.submit([4])
+    with pytest.raises(RuntimeError, match="model broke"):
+        batcher.stop(timeout=10)
+    assert sorted(done) == [1, 2, 3, 4] and batcher.dropped == 4  # the load generator never waits for ever
+
+
+# -- LoadGen's arrivals, and queueing in the latency ------------------------------------------------
+
+def test_poisson_arrivals_have_the_asked_mean_rate():
+    rate, duration = 300.0, 3.0
+    step = run_step("server", service(0.001, 0.0001), max_batch=8, window_s=0.002, duration_s=duration, rate=rate,
+                    slo_ms=None, grace_s=2)
+    n = len(step.arrivals)
+    span = step.arrivals[-1] - step.arrivals[0]
+    measured = (n - 1) / span
+    # The count of a Poisson process over T has sd sqrt(rate T): 4 sd either side.
+    assert abs(measured - rate) <= 4 * math.sqrt(rate * span) / span, (measured, rate)
+    gaps = [b - a for a, b in zip(step.arrivals, step.arrivals[1:])]
+    cv = statistics.pstdev(gaps) / statistics.fmean(gaps)
+    assert 0.8 < cv < 1.2, cv  # exponential gaps: CV 1 (a fixed schedule would give 0)
+    assert step.valid and len(step.latencies_ms) == n
+
+
+def test_a_rate_above_capacity_queues_p99_grows_with_the_run_and_is_invalid_under_a_bound():
+    slow = service(0.020, 0.0)  # 4 per 20 ms at most: 200 requests/s
+    short = run_step("server", slow, max_batch=4, window_s=0.001, duration_s=2.0, rate=300, slo_ms=200, grace_s=30)
+    long = run_step("server", slow, max_batch=4, window_s=0.001, duration_s=4.0, rate=300, slo_ms=200, grace_s=30)
+    p99 = [statistics.quantiles(s.latencies_ms, n=100)[98] for s in (short, long)]
+    assert p99[1] > 1.4 * p99[0], p99  # the queue grows as long as the load lasts
+    assert not short.valid and not long.valid and "p99 above the bound" in long.why_invalid()
+
+
+def test_the_slo_search_finds_a_rate_that_fits_and_one_20_percent_above_does_not():
+    model = service(0.004, 0.001)  # capacity at batch 8: 8 / 12 ms = 667/s
+    slo = 40.0
+
+    def step_at(rate):
+        return run_step("server", model, max_batch=8, window_s=0.002, duration_s=0.5, rate=rate, slo_ms=slo, grace_s=5)
+
+    fit, fail, steps = search_rate(step_at, 100.0, budget_s=120, step_s=lambda r: max(0.5, 460 / r) + 1)
+    assert fit is not None and fail is not None and fit.valid and fit.p99_ms() <= slo
+    assert fail.offered_rate <= PRECISION * fit.offered_rate * 1.001 and not fail.valid
+    above = step_at(1.2 * fit.offered_rate)
+    assert not above.valid, (fit.offered_rate, above.p99_ms())
+    assert len(steps) >= 3 and all(s.offered_rate > 0 for s in steps)
+
+
+# -- cost ------------------------------------------------------------------------------------------
+
+def _frame(rows):
+    base = {"status": "ok", "valid": True, "scenario": "server", "dtype": "fp32", "variant": "eager",
+            "served_rate": None, "throughput_mean": None, "gpu_energy_j_per_sample": None, "cpu_energy_j_per_sample": None}
+    return pd.DataFrame([{**base, **r} for r in rows])
+
+
+@pytest.mark.fast
+def test_cost_per_million_and_hosts_on_hand_made_cells():
+    assert cost_per_million(3.6, 1000) == pytest.approx(1.0)  # $3.60/h at 1000/s: 3.6e6 items per $3.60
+    assert cost_per_million(0.36, 10) == pytest.approx(10.0)
+    assert hosts_needed(2500, 1000) == 3 and hosts_needed(2000, 1000) == 2
+    frame = _frame([
+        {"pool": "cpu", "cell_id": "R:cpu:b8", "batch_size": 8, "served_rate": 20.0, "throughput_mean": 30.0,
+         "cpu_energy_j_per_sample": 3.6},
+        {"pool": "cpu", "cell_id": "R:cpu:b1", "batch_size": 1, "served_rate": None, "throughput_mean": 10.0},
+        {"pool": "cuda", "cell_id": "R:cuda:b8", "batch_size": 8, "served_rate": 2000.0},
+        {"pool": "cuda", "cell_id": "R:cuda:b1", "batch_size": 1, "served_rate": 4000.0, "valid": False},
+    ])
+    costs = cost_frame(frame, {"cpu": 0.36, "cuda": 3.6}, 1000)
+    assert len(costs) == 3  # the INVALID cell costs nothing: it is not counted
+    b8 = costs[costs["cell"] == "cpu:b8"].iloc[0]
+    assert b8["items_per_s"] == 20.0 and b8["from"] == "served under load"  # the SLO-bounded rate, not throughput
+    assert b8["usd_per_million"] == pytest.approx(5.0) and b8["hosts_for_target"] == 50
+    assert b8["kwh_per_million"] == pytest.approx(1.0)  # 3.6 J each: 3.6e6 J per million = 1 kWh
+    best, lines = cheapest(costs, "cpu")
+    assert list(best["cell"]) == ["cpu:b8", "cuda:b8"]
+    assert "100x the rate" in lines[0] and "0.1x the cost per million (cheaper" in lines[0]
+
+
+def test_an_unknown_pool_in_price_is_one_line(tmp_path):
+    res = benchctl("run", "--devices", "cpu", "--price", "cuda=3.2", "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "benchctl: error: a price is given for 'cuda', which is not a device of this run (cpu)"]
+    prices = tmp_path / "prices.toml"
+    prices.write_text("[prices]\ncpu = 'x'\n")
+    res = benchctl("run", "--devices", "cpu", "--price", str(prices), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "price of cpu" in res.stderr
+    res = benchctl("run", "--devices", "cpu", "--scenario", "server", "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and "needs --rate" in res.stderr
+
+
+# -- server cells end to end -----------------------------------------------------------------------
+
+def test_a_server_cell_searches_its_rate_and_the_report_costs_it(tiny_model, tmp_path):
+    prices = tmp_path / "prices.toml"
+    prices.write_text("[prices]\ncpu = 0.40\n")
+    out = tmp_path / "out"
+    res = benchctl("run", "--devices", "cpu", "--batch-sizes", "4", "--seq-lens", "16", "--model", str(tiny_model),
+                   "--scenario", "batch,server", "--slo-p99-ms", "250", "--serve-time", "1", "--max-time", "90",
+                   "--warmup", "1", "--iterations", "3", "--min-time", "0", "--price", str(prices),
+                   "--target-rate", "1000", "--out", str(out), "--no-history", timeout=400)
+    assert res.returncode == 0, res.stderr
+    doc = load_json(out / "results.json")
+    by = {c["scenario"]: c for c in doc["cells"]}
+    assert set(by) == {"batch", "server"} and by["server"]["cell_id"].endswith(":server")
+    info, m = by["server"]["serving"], by["server"]["metrics"]
+    assert info["searched"] and info["generator"] == "MLPerf LoadGen" and info["shorter_than_mlperf"]
+    if m["served_rate"] is not None:  # found: it fits, and the step above it does not
+        assert info["reported"]["valid"] and info["reported"]["loadgen_p99_ms"] <= 250
+        assert info["above"] is None or not info["above"]["valid"]
+    assert 1 <= m["batch_formed_max"] <= 4 and set(info["buckets"]) == {1, 2, 4}
+    assert len(by["server"]["latencies_ms"]) == info["reported"]["requests"]
+    md = (out / "report.md").read_text()
+    assert "## Serving under load" in md and "### Load steps" in md and "## Cheapest way to serve it" in md
+    assert "hosts_for_target" in md and "usd_per_million" in md
+    csv = pd.read_csv(out / "results.csv")
+    assert set(csv["scenario"]) == {"batch", "server"} and "served_rate" in csv.columns
+
+
+def test_server_cells_on_two_pools_merge_into_one_report(redis_server, workers, tiny_model, tmp_path):
+    r = redis_server.client()
+    workers(redis_server.url, device="cpu", queue="cpu", name="cpu-a@test", client=r)
+    workers(redis_server.url, device="cpu", queue="cpu-1t", name="cpu1t-a@test", extra=["--threads", "1"], client=r)
+    res = benchctl("submit", "--devices", "cpu,cpu-1t", "--batch-sizes", "2", "--seq-lens", "16", "--model",
+                   str(tiny_model), "--scenario", "server", "--rate", "40", "--serve-time", "1", "--warmup", "1",
+                   "--price", "cpu=0.8,cpu-1t=0.4", "--broker", redis_server.url, "--wait", "--timeout", "300",
+                   "--out", str(tmp_path / "out"), timeout=400)
+    assert res.returncode == 0, res.stderr
+    doc = load_json(tmp_path / "out" / "results.json")
+    assert {c["pool"] for c in doc["cells"]} == {"cpu", "cpu-1t"}
+    for rec in doc["cells"]:
+        assert rec["status"] == "ok" and rec["scenario"] == "server", rec.get("error")
+        assert rec["serving"]["reported"]["offered_rate"] == pytest.approx(40.0)
+        assert rec["serving"]["reported"]["requests"] >= 460  # LoadGen's minimum count for p99 evidence
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Serving under load" in md and "### Load steps" in md
+    assert "| cpu-1t:b2:s16:fp32:eager:classify:n0:server " in md and "| cpu:b2:s16:fp32:eager:classify:n0:server " in md
+    # Both pools' workers share this one host: their cells overlapped, so neither is trusted
+    # (and neither is costed) even though each load step was VALID by LoadGen.
+    csv = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert set(csv["pool"]) == {"cpu", "cpu-1t"} and csv["invalid_reason"].str.contains("measured on host").all()
