@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench_protocol.errors import BenchError
+from bench_protocol.spec import CELL_AXES
 
 from ..reporting.frame import COLUMNS, cells_frame
 
@@ -30,8 +31,9 @@ SCHEMA_VERSION = 1
 SCHEMA_LOCK_KEY = 0x62656E6368  # pg_advisory_xact_lock key of benchctl's schema changes ("bench")
 DEFAULT_PATH = Path("~/.local/share/benchctl/history.db")
 # Text columns of the frame; every other frame column is a number (``valid`` is 1, 0 or null).
-TEXT_COLUMNS = {"run_id", "cell_id", "label", "device", "pool", "dtype", "variant", "task", "status", "error_type", "error",
-                "invalid_reason", "host", "worker", "fingerprint_id", "weights"}
+# An axis is text where its cell-id token has no prefix (pool, dtype, variant, task, scenario).
+TEXT_COLUMNS = {"run_id", "cell_id", "label", "device", "status", "error_type", "error",
+                "invalid_reason", "host", "worker", "fingerprint_id", "weights"} | {a for a, prefix in CELL_AXES if not prefix}
 # What the cells table adds to the frame: the run and the host's software.
 RUN_COLUMNS = ["model", "created"]
 # What changes a number without the model changing: kept per cell and per fingerprint (runtimes included).

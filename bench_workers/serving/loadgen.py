@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..runtimes.base import RuntimeUnavailable
 from .batcher import DynamicBatcher
 
 MLPERF_MIN_DURATION_S = 600.0
@@ -28,8 +29,8 @@ SEED = 20261204  # LoadGen's schedule, sample-index and QSL seeds: the same arri
 SAMPLES = 1024  # the query sample library's size: indices only, the inputs are the cell's
 
 
-class LoadGenMissing(Exception):
-    pass
+class LoadGenMissing(RuntimeUnavailable):
+    """A ``runtime_unavailable`` record naming what to install, never a crash."""
 
 
 @dataclass
