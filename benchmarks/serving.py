@@ -110,7 +110,7 @@ def main() -> None:
     info = rec["serving"]
     print(f"benchctl search ({time.perf_counter() - t0:.0f} s, torch threads {torch.get_num_threads()}):")
     for st in info["steps"]:
-        print(f"  offered {st['offered_rate']:8.3f}/s  p50 {st['p50_ms']:8.1f} ms  p99 {st['p99_ms']:8.1f} ms  "
+        print(f"  {st.get('role', 'step'):12} offered {st['offered_rate']:8.3f}/s  p50 {st['p50_ms']:8.1f} ms  p99 {st['p99_ms']:8.1f} ms  "
               f"(LoadGen {st['loadgen_p99_ms']:.1f})  n={st['requests']}  {'VALID' if st['valid'] else st['why_invalid']}")
     rate = rec["metrics"]["served_rate"]
     if rate is None:

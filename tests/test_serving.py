@@ -174,6 +174,8 @@ def test_a_server_cell_searches_its_rate_and_the_report_costs_it(tiny_model, tmp
     md = (out / "report.md").read_text()
     assert "## Serving under load" in md and "### Load steps" in md and "## Cheapest way to serve it" in md
     assert "hosts_for_target" in md and "usd_per_million" in md
+    assert (out / "latency_vs_rate.png").stat().st_size > 0 and "latency_vs_rate.png" in md
+    assert (out / "cost_per_million.png").exists() == ("cost_per_million.png" in md)
     csv = pd.read_csv(out / "results.csv")
     assert set(csv["scenario"]) == {"batch", "server"} and "served_rate" in csv.columns
 

@@ -115,7 +115,54 @@ def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Pa
 
     speedup(frame, baseline, plt, batch_axis, save)
     roofline(frame, pools, plt, save)
+    latency_vs_rate(frame.attrs.get("serving_steps") or [], plt, log_y, save)
+    cost_bars(frame, frame.attrs.get("prices"), plt, save)
     return written
+
+
+def latency_vs_rate(steps: list[dict], plt, log_y, save) -> None:
+    """p50 and p99 against the offered rate, a line pair per server cell, the bound dashed, the
+    highest rate within it (the knee) ringed."""
+    if not steps:
+        return
+    data = pd.DataFrame(steps).sort_values("offered_rate")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for cell, g in data.groupby("cell", sort=False):
+        line = ax.plot(g["offered_rate"], g["p99_ms"], marker="o", label=f"{cell} p99")[0]
+        ax.plot(g["offered_rate"], g["p50_ms"], marker=".", linestyle=":", color=line.get_color(), label=f"{cell} p50")
+        fits = g[g["valid"]]
+        if len(fits):
+            knee = fits.loc[fits["offered_rate"].idxmax()]
+            ax.scatter([knee["offered_rate"]], [knee["p99_ms"]], s=160, facecolors="none", edgecolors=line.get_color(),
+                       zorder=5)
+    for slo in sorted(set(data["slo_p99_ms"].dropna())):
+        ax.axhline(slo, color="red", linestyle="--", linewidth=1, label=f"p99 bound {slo:g} ms")
+    log_y(ax)
+    ax.set_xlabel("offered requests / s")
+    ax.set_ylabel("latency per request (ms, log)")
+    ax.set_title("Latency vs offered rate (ringed: the highest rate within the bound)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    save(fig, "latency_vs_rate.png", "Latency vs offered rate")
+
+
+def cost_bars(frame: pd.DataFrame, prices, plt, save) -> None:
+    """USD per million items of each pool's cheapest VALID configuration."""
+    if not prices:
+        return
+    from .cost import cheapest, cost_frame
+
+    best, _ = cheapest(cost_frame(frame, prices, None), frame["pool"].iloc[0] if len(frame) else "")
+    best = best[best["usd_per_million"].notna()]
+    if best.empty:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    labels = [f"{display_name(p)}\n{c.split(':', 1)[1]}" for p, c in zip(best["pool"], best["cell"])]
+    ax.bar(labels, best["usd_per_million"])
+    ax.set_ylabel("USD per million items")
+    ax.set_title("Cost per million: each pool's cheapest VALID configuration")
+    ax.grid(True, axis="y", alpha=0.3)
+    save(fig, "cost_per_million.png", "Cost per million")
 
 
 class _FigureMaker:

@@ -163,6 +163,19 @@ def install(stage: Path, out_dir: Path) -> dict[str, Path]:
     return written
 
 
+def serving_steps(doc: dict) -> list[dict]:
+    """Every load step of every server cell: (pool, cell, offered rate, p50, p99, valid, bound)."""
+    out = []
+    for rec in doc["cells"]:
+        info = rec.get("serving") or {}
+        for st in info.get("steps") or []:
+            if st.get("offered_rate") is not None:
+                out.append({"pool": rec.get("pool"), "cell": rec["cell_id"].split(":", 1)[1],
+                            "offered_rate": st["offered_rate"], "p50_ms": st.get("p50_ms"), "p99_ms": st.get("p99_ms"),
+                            "valid": bool(st.get("valid")), "slo_p99_ms": info.get("slo_p99_ms")})
+    return out
+
+
 def render_all(doc: dict, out: str | Path, plotter: PlotProcess | None = None) -> dict[str, Path]:
     """Write every file of a report into ``out``; ``plotter``: a PlotProcess forked earlier."""
     out_dir = make_out_dir(out)
@@ -174,6 +187,9 @@ def render_all(doc: dict, out: str | Path, plotter: PlotProcess | None = None) -
         baseline = report.run_baseline(doc, pools)
         remove_stale_stages(out_dir)
         stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=out_dir))
+        # What the serving plots read beside the frame: each server cell's load steps, the prices.
+        frame.attrs["serving_steps"] = serving_steps(doc)
+        frame.attrs["prices"] = doc.get("run", {}).get("spec", {}).get("prices")
         plotter.draw(frame, pools, baseline, stage)
         (stage / "results.json").write_text(dumps(doc), encoding="utf-8")
         frame.to_csv(stage / "results.csv", index=False)

@@ -93,17 +93,19 @@ def serve(torch, prepared: Prepared, cell, sync, side_trackers, budget_s: float)
 
     tracked: dict[int, list] = {}
 
-    def step_at(rate: float, queries: int = MIN_QUERIES) -> Step:
+    def step_at(rate: float, queries: int = MIN_QUERIES, seconds: float | None = None) -> Step:
         trackers = side_trackers()
         with contextlib.ExitStack() as stack:
             for t in trackers:
                 stack.enter_context(t.track())
             step = run_step(cell.scenario, run_batch, max_batch=cell.batch_size, window_s=rules.batch_window_ms / 1e3,
-                            duration_s=rules.serve_time, rate=rate, slo_ms=rules.slo_p99_ms,
+                            duration_s=seconds or rules.serve_time, rate=rate, slo_ms=rules.slo_p99_ms,
                             grace_s=max(rules.serve_time, 2.0), queries=queries)
         tracked[id(step)] = trackers
+        if seconds is not None:
+            step.role = "confirmation"
         more = more_queries_needed(step)
-        if more is not None and queries == MIN_QUERIES:  # inconclusive: once more, with the evidence asked for
+        if more is not None and seconds is None and queries == MIN_QUERIES:  # inconclusive: once more, with the evidence asked for
             return step_at(rate, int((step.loadgen.get("result_query_count") or queries) + more * 1.2) + 10)
         return step
 
@@ -113,15 +115,17 @@ def serve(torch, prepared: Prepared, cell, sync, side_trackers, budget_s: float)
     if rules.slo_p99_ms is None:
         step = step_at(rules.rate)
         return step, None, [step], tracked[id(step)]
+    # The confirmation: twice the evidence of a search step.
     fit, fail, steps = search_rate(step_at, rules.rate or prepared.capacity, budget_s,
-                                   lambda rate: 1.2 * step_length(rules.serve_time, rate) + 1)
+                                   lambda rate: 1.2 * step_length(rules.serve_time, rate) + 1,
+                                   confirm=lambda rate: step_at(rate, 2 * MIN_QUERIES, 2 * rules.serve_time))
     chosen = fit or (min(steps, key=lambda s: s.offered_rate) if steps else None)
     return chosen, (fail if fit is not None else None), steps, tracked.get(id(chosen), [])
 
 
 def step_summary(step: Step) -> dict:
     lat = latency_stats(step.latencies_ms)
-    return {"offered_rate": step.offered_rate, "completed_rate": step.completed_rate,
+    return {"offered_rate": step.offered_rate, "role": step.role, "completed_rate": step.completed_rate,
             "p50_ms": lat.get("median"), "p99_ms": lat.get("p99"), "loadgen_p99_ms": step.p99_ms(),
             "requests": lat.get("n", 0), "dropped": step.dropped, "valid": step.valid, "why_invalid": step.why_invalid(),
             "duration_s": step.duration_s}

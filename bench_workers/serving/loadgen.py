@@ -47,6 +47,8 @@ class Step:
     busy_s: float
     dropped: int
     loadgen: dict = field(default_factory=dict)  # LoadGen's result_* and early_stopping_* entries
+    confirmed: bool = False  # a confirmation step (longer, at a rate the search found) that held
+    role: str = "step"  # "step", or "confirmation"
 
     @property
     def valid(self) -> bool:

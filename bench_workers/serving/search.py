@@ -14,10 +14,15 @@ MAX_HALVINGS = 12
 
 
 def search_rate(try_rate: Callable[[float], object], start: float, budget_s: float, step_s: Callable[[float], float],
-                clock: Callable[[], float] = time.monotonic) -> tuple[object | None, object | None, list]:
+                clock: Callable[[], float] = time.monotonic,
+                confirm: Callable[[float], object] | None = None) -> tuple[object | None, object | None, list]:
     """(the fitting step of the highest rate, the failing step just above it, every step).
     ``try_rate(rate)`` returns a step with ``valid``; ``step_s(rate)`` is about one step's length
-    at that rate, so a step is only started when it can end within ``budget_s``."""
+    at that rate, so a step is only started when it can end within ``budget_s``.
+
+    Near the knee a p99 moves a lot between runs of the same rate; ``confirm(rate)`` (a longer
+    step) is run at the rate found: if it fits it is the step reported, if not, it is the
+    failing step and the next fitting rate below is confirmed in turn (within the budget)."""
     t_end = clock() + budget_s
     steps: list = []
     fit = fail = None
@@ -53,4 +58,17 @@ def search_rate(try_rate: Callable[[float], object], start: float, budget_s: flo
         if not time_left(rate):
             break
         attempt(rate)
+    while confirm is not None and fit is not None and getattr(fit, "confirmed", False) is False:
+        rate = fit.offered_rate
+        if not (clock() + 2 * step_s(rate) <= t_end):
+            break
+        check = confirm(rate)
+        steps.append(check)
+        if check.valid:
+            check.confirmed = True
+            fit = check
+            break
+        fail = check
+        below = [s for s in steps if s.valid and s.offered_rate < rate]
+        fit = max(below, key=lambda s: s.offered_rate) if below else None
     return fit, fail, steps

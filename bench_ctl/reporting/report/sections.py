@@ -181,7 +181,8 @@ def serving(ctx: ReportContext) -> list:
         if info.get("note"):
             notes.add(info["note"])
         for st in info.get("steps") or []:
-            steps.append({"cell": rec["cell_id"].split(":", 1)[1], "offered_req_per_s": st.get("offered_rate"),
+            steps.append({"cell": rec["cell_id"].split(":", 1)[1], "step": st.get("role", "step"),
+                          "offered_req_per_s": st.get("offered_rate"),
                           "completed_req_per_s": st.get("completed_rate"), "p50_ms": st.get("p50_ms"),
                           "p99_ms": st.get("p99_ms"), "loadgen_p99_ms": st.get("loadgen_p99_ms"),
                           "requests": st.get("requests"), "verdict": "VALID" if st.get("valid") else st.get("why_invalid")})
