@@ -155,6 +155,11 @@ def check_scenario(scenario: str, task: str) -> None:
         raise SpecError(f"the {scenario} scenario serves classify cells; generate cells are measured in the batch scenario")
 
 
+def check_server_rules(rules) -> None:
+    if rules.rate is None and rules.slo_p99_ms is None:
+        raise SpecError("a server cell needs --rate (requests/s) or --slo-p99-ms (the rate is then searched)")
+
+
 def pool_kind(pool: str) -> str:
     """The device kind a pool name implies: 'cuda:1' -> 'cuda', 'cpu-1t' -> 'cpu'."""
     head = re.split(r"[:._-]", pool, maxsplit=1)[0]
@@ -339,8 +344,8 @@ class RunSpec:
             raise SpecError("give each scenario once")
         for scenario in self.scenarios:
             check_scenario(scenario, self.task)
-        if "server" in self.scenarios and self.rules.rate is None and self.rules.slo_p99_ms is None:
-            raise SpecError("a server cell needs --rate (requests/s) or --slo-p99-ms (the rate is then searched)")
+        if "server" in self.scenarios:
+            check_server_rules(self.rules)
         self.prices = check_prices(self.prices, self.pools)
         if self.target_rate is not None:
             check_number(self.target_rate, "target-rate", 0, 1e12, lo_open=True)
@@ -408,6 +413,8 @@ class CellSpec:
         check_run_id(self.run_id)
         check_pool(self.pool)
         check_scenario(self.scenario, self.task)
+        if self.scenario == "server":
+            check_server_rules(self.rules)
         if self.dtype not in DTYPES:
             raise SpecError(f"unknown dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
         check_variant(self.variant)

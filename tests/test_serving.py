@@ -202,3 +202,20 @@ def test_server_cells_on_two_pools_merge_into_one_report(redis_server, workers, 
     # (and neither is costed) even though each load step was VALID by LoadGen.
     csv = pd.read_csv(tmp_path / "out" / "results.csv")
     assert set(csv["pool"]) == {"cpu", "cpu-1t"} and csv["invalid_reason"].str.contains("measured on host").all()
+
+
+@pytest.mark.fast
+def test_a_rate_that_fails_its_longer_confirmation_is_overruled_and_the_search_goes_below():
+    from bench_workers.serving.loadgen import Step
+
+    def step(rate, holds):
+        s = Step("server", rate, 1.0, [1.0], [1], [0.0], [0.0], 0.1, 0, {"result_validity": "VALID" if holds else "INVALID"})
+        return s
+
+    # Short steps hold up to 10/s; longer ones only up to 7/s (the tail grows with the run).
+    fit, fail, steps = search_rate(lambda r: step(r, r <= 10), 4.0, budget_s=1e9, step_s=lambda r: 1.0,
+                                   confirm=lambda r: step(r, r <= 7))
+    assert fit is not None and fit.confirmed and fit.offered_rate <= 7
+    assert fail is not None and fail.offered_rate <= PRECISION * fit.offered_rate * 1.001
+    assert all(not s.valid for s in steps if s.offered_rate > 7)  # every short step above 7/s was overruled
+    assert any(s.overruled and "overruled" in s.why_invalid() for s in steps)

@@ -49,10 +49,11 @@ class Step:
     loadgen: dict = field(default_factory=dict)  # LoadGen's result_* and early_stopping_* entries
     confirmed: bool = False  # a confirmation step (longer, at a rate the search found) that held
     role: str = "step"  # "step", or "confirmation"
+    overruled: bool = False  # a longer step at this rate or below failed: this one does not count
 
     @property
     def valid(self) -> bool:
-        return self.loadgen.get("result_validity") == "VALID" and not self.dropped
+        return self.loadgen.get("result_validity") == "VALID" and not self.dropped and not self.overruled
 
     @property
     def completed_rate(self) -> float | None:
@@ -72,6 +73,8 @@ class Step:
                  if self.loadgen.get(key) is False]
         if self.dropped:
             unmet.append(f"{self.dropped} request(s) never served: the host could not keep up")
+        if self.overruled:
+            unmet.append("overruled: a longer confirmation step at this rate or below did not hold the bound")
         return ", ".join(unmet) or f"LoadGen: {self.loadgen.get('result_validity')}"
 
 

@@ -1,7 +1,11 @@
 """The highest request rate a host serves within a p99 bound: rates are tried as load steps,
 doubling or halving from a start until one fits and one does not, then bisected (geometric
 mean) until the two are within PRECISION of each other or the time budget is spent. Every
-step is a full LoadGen Server run, judged by its early-stopping estimate of p99."""
+step is a full LoadGen Server run, judged by its early-stopping estimate of p99.
+
+Near the knee a p99 grows with the length of the run (the longest busy period grows with it),
+so a rate found by short steps is confirmed by a longer one: if that fails, every step at or
+above its rate is overruled and the search goes on below it."""
 
 from __future__ import annotations
 
@@ -17,58 +21,54 @@ def search_rate(try_rate: Callable[[float], object], start: float, budget_s: flo
                 clock: Callable[[], float] = time.monotonic,
                 confirm: Callable[[float], object] | None = None) -> tuple[object | None, object | None, list]:
     """(the fitting step of the highest rate, the failing step just above it, every step).
-    ``try_rate(rate)`` returns a step with ``valid``; ``step_s(rate)`` is about one step's length
-    at that rate, so a step is only started when it can end within ``budget_s``.
-
-    Near the knee a p99 moves a lot between runs of the same rate; ``confirm(rate)`` (a longer
-    step) is run at the rate found: if it fits it is the step reported, if not, it is the
-    failing step and the next fitting rate below is confirmed in turn (within the budget)."""
+    ``try_rate(rate)`` returns a step with ``valid`` and ``offered_rate``; ``step_s(rate)`` is
+    about one step's length at that rate, so a step is only started when it can end within
+    ``budget_s``; ``confirm(rate)``: a longer step (about twice ``step_s``), or None for none."""
     t_end = clock() + budget_s
     steps: list = []
-    fit = fail = None
 
-    def attempt(rate: float):
-        nonlocal fit, fail
-        step = try_rate(rate)
-        steps.append(step)
-        if step.valid and (fit is None or rate > fit.offered_rate):
-            fit = step
-        if not step.valid and (fail is None or rate < fail.offered_rate):
-            fail = step
-        return step
+    def lowest_fail():
+        return min((s for s in steps if not s.valid), key=lambda s: s.offered_rate, default=None)
 
-    def time_left(rate: float) -> bool:
-        return clock() + step_s(rate) <= t_end or not steps  # the first step always runs
+    def best_fit():
+        """The highest fitting rate below every failing one: a rate that fit above one that
+        failed (noise near the knee) is not trusted."""
+        fail = lowest_fail()
+        return max((s for s in steps if s.valid and (fail is None or s.offered_rate < fail.offered_rate)),
+                   key=lambda s: (s.offered_rate, getattr(s, "confirmed", False)), default=None)
 
-    rate = start
-    # Bracket: up from a fitting rate, down from a failing one.
-    while time_left(rate):
-        step = attempt(rate)
-        if fit is not None and fail is not None:
+    def time_left(rate: float, factor: float = 1.0) -> bool:
+        return clock() + factor * step_s(rate) <= t_end or not steps  # the first step always runs
+
+    rate, halvings = start, 0
+    while True:
+        # Bracket: up from a fitting rate, down from a failing one.
+        while (best_fit() is None or lowest_fail() is None) and time_left(rate) and halvings <= MAX_HALVINGS:
+            step = try_rate(rate)
+            steps.append(step)
+            if step.valid:
+                rate *= 2
+            else:
+                rate /= 2
+                halvings += 1
+        # Bisect between them.
+        while (fit := best_fit()) is not None and (fail := lowest_fail()) is not None \
+                and fail.offered_rate > PRECISION * fit.offered_rate:
+            rate = math.sqrt(fit.offered_rate * fail.offered_rate)
+            if not time_left(rate):
+                break
+            steps.append(try_rate(rate))
+        fit = best_fit()
+        if confirm is None or fit is None or getattr(fit, "confirmed", False) or not time_left(fit.offered_rate, 2):
             break
-        if step.valid:
-            rate *= 2
-        elif len(steps) > MAX_HALVINGS:
-            break
-        else:
-            rate /= 2
-    # Bisect between them.
-    while fit is not None and fail is not None and fail.offered_rate > PRECISION * fit.offered_rate:
-        rate = math.sqrt(fit.offered_rate * fail.offered_rate)
-        if not time_left(rate):
-            break
-        attempt(rate)
-    while confirm is not None and fit is not None and getattr(fit, "confirmed", False) is False:
-        rate = fit.offered_rate
-        if not (clock() + 2 * step_s(rate) <= t_end):
-            break
-        check = confirm(rate)
+        check = confirm(fit.offered_rate)
         steps.append(check)
         if check.valid:
             check.confirmed = True
-            fit = check
             break
-        fail = check
-        below = [s for s in steps if s.valid and s.offered_rate < rate]
-        fit = max(below, key=lambda s: s.offered_rate) if below else None
-    return fit, fail, steps
+        for s in steps:  # a longer run at this rate failed: no shorter one at or above it counts
+            if s.valid and s.offered_rate >= check.offered_rate:
+                s.overruled = True
+        rate = check.offered_rate / 2
+    fit = best_fit()
+    return fit, (lowest_fail() if fit is not None else None), steps
