@@ -94,7 +94,13 @@ def main() -> None:
     ap.add_argument("--max-time", type=float, default=400.0, help="benchctl's search budget (s)")
     ap.add_argument("--check-seconds", type=float, default=60.0)
     ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--rate", type=float, default=None,
+                    help="skip the search: compare at this rate (requests/s)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="with --rate: interleaved pairs (benchctl's step, the open loop), each --check-seconds long")
     args = ap.parse_args()
+    if args.rate is not None:
+        return repeat_at(args)
 
     import torch
 
@@ -128,6 +134,38 @@ def main() -> None:
     print(f"independent open loop at {offered:.3f}/s for {args.check_seconds:g} s: n={n}, completed {completed:.3f}/s, "
           f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     print(f"ratio of p99 (independent / benchctl): {p99 / ours:.3f}  (within 10%: {abs(p99 / ours - 1) <= 0.10})")
+
+
+def repeat_at(args) -> None:
+    """benchctl's server step and the open loop at one rate, each --check-seconds, interleaved
+    --repeats times: the spread within each says how much of a difference between them is noise."""
+    import torch
+
+    ours, theirs = [], []
+    cache = ModelCache()
+    for i in range(args.repeats):
+        rules = MeasureRules(warmup=2, min_iterations=5, rate=args.rate, batch_window_ms=args.batch_window_ms,
+                             serve_time=args.check_seconds, time_limit=10 * args.check_seconds + 600)
+        cell = CellSpec(run_id=RUN, pool="cpu", batch_size=args.max_batch, seq_len=args.seq_len, dtype="fp32",
+                        scenario="server", model=ModelRef(model=args.model, weights="random"), rules=rules)
+        rec = measure_cell(cell, "cpu", cache=cache)
+        if rec["status"] != "ok":
+            sys.exit(f"benchctl's cell failed: {rec['error']}")
+        rep = rec["serving"]["reported"]
+        ours.append(rep["p99_ms"])
+        print(f"repeat {i + 1}: benchctl     n={rep['requests']:5d} p50 {rep['p50_ms']:8.1f} ms  p99 {rep['p99_ms']:8.1f} ms"
+              f"  (LoadGen {rep['loadgen_p99_ms']:.1f})", flush=True)
+        feeds = {"input_ids": torch.randint(1000, 20000, (args.max_batch, args.seq_len)),
+                 "attention_mask": torch.ones(args.max_batch, args.seq_len, dtype=torch.long)}
+        p50, p99, _, n = open_loop_p99(cache.loaded.model, feeds, torch, args.rate, args.check_seconds, args.max_batch,
+                                       args.batch_window_ms / 1e3, seed=7 + i)
+        theirs.append(p99)
+        print(f"repeat {i + 1}: open loop    n={n:5d} p50 {p50:8.1f} ms  p99 {p99:8.1f} ms", flush=True)
+    import statistics
+
+    a, b = statistics.median(ours), statistics.median(theirs)
+    print(f"at {args.rate:g}/s, {args.check_seconds:g} s each: p99 benchctl {min(ours):.0f}-{max(ours):.0f} ms (median {a:.0f}), "
+          f"open loop {min(theirs):.0f}-{max(theirs):.0f} ms (median {b:.0f}); ratio of medians {b / a:.3f}")
 
 
 if __name__ == "__main__":

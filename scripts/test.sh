@@ -62,4 +62,5 @@ export HF_HUB_OFFLINE=1
 jobs="${BENCHCTL_TEST_JOBS:-1}"
 parallel=()
 [ "$jobs" -gt 1 ] && parallel=(-n "$jobs" --dist worksteal)
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "${parallel[@]}" "$@"
+# The slowest tests are listed at the end: where the suite's time goes.
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 "${parallel[@]}" "$@"
