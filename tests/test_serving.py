@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import math
 import statistics
-import threading
 import time
 
 import pandas as pd
 import pytest
+from conftest import benchctl, load_json
 
 from bench_ctl.reporting.cost import cheapest, cost_frame, cost_per_million, hosts_needed
 from bench_workers.serving.batcher import DynamicBatcher
 from bench_workers.serving.loadgen import run_step
 from bench_workers.serving.search import PRECISION, search_rate
-
-from conftest import benchctl, load_json
-
 
 
 def service(base_s: float, per_item_s: float):
