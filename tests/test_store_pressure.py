@@ -227,7 +227,7 @@ def test_submit_stopped_mid_send_prints_the_run_and_how_far_it_got(tmp_path, tin
     try:
         r = server.client()
         base = int(r.info("memory")["used_memory"])
-        r.config_set("maxmemory", str(base + 3 * 1024 * 1024))  # room for the run's keys, not 5,000 messages
+        r.config_set("maxmemory", str(base + 6 * 1024 * 1024))  # room for the run's keys and a batch or two, not 5,000 messages
         res = benchctl("submit", "--devices", "cpu", "--batch-sizes", ",".join(map(str, range(1, 51))),
                        "--seq-lens", ",".join(map(str, range(1, 51))), "--dtypes", "fp32,bf16", "--model", str(tiny_model), "--allow-missing",
                        "--broker", server.url, timeout=120)

@@ -286,17 +286,13 @@ def _measure_on(torch, cell: CellSpec, device, cache: ModelCache, allowed_dirs, 
 
     lat = latency.result()
     metrics, tracker_status = _tracker_results(lat, [t for t in trackers if t is not latency])
-    items = lat["timed_items"] or 0
-    for src, dst in (("gpu_energy_j", "gpu_energy_j_per_sample"), ("cpu_energy_j", "cpu_energy_j_per_sample")):
-        metrics[dst] = metrics[src] / items if metrics.get(src) is not None and items else None
+    items = _per_sample_energy(metrics)
     phases = None
     if marks is not None:
         phase_metrics, phases = generation.generate_metrics(marks, cell.batch_size, cell.new_tokens)
         metrics.update(phase_metrics)
         generated = items * cell.new_tokens
         metrics["gpu_energy_j_per_token"] = metrics["gpu_energy_j"] / generated if metrics.get("gpu_energy_j") is not None and generated else None
-    metrics.setdefault("gpu_memory_mb_max", None)
-    metrics.setdefault("gpu_avg_power_w", None)
     metrics.update(transfers)
     metrics.update({f"accuracy_{k}": checked.get(k) for k in ("top1_agreement", "max_abs_diff", "token_agreement")
                     if checked.get(k) is not None})
@@ -304,13 +300,32 @@ def _measure_on(torch, cell: CellSpec, device, cache: ModelCache, allowed_dirs, 
                     "model_cached": cached, "tokenize_ms": tokenize_ms,
                     "compile_s": prepare_s, "recompilations": recompilations})
     metrics.update(efficiency_metrics(flops, weight_bytes(model), lat["latency_ms"]["mean"], cell.batch_size, peaks, spec))
+    return _ok_record(torch, cell, device, model, info, variant_method, runtime_info, checked, sdpa, peaks, spec,
+                      metrics, tracker_status, latencies_ms=latency.latencies_ms(),
+                      **({"phase_latencies_ms": phases} if phases is not None else {}),
+                      shortfall=rule.shortfall(n, elapsed))
+
+
+def _per_sample_energy(metrics: dict) -> int:
+    """Energy per item from the trackers' totals (None where unmeasured); returns the items."""
+    items = metrics["timed_items"] or 0
+    for src, dst in (("gpu_energy_j", "gpu_energy_j_per_sample"), ("cpu_energy_j", "cpu_energy_j_per_sample")):
+        metrics[dst] = metrics[src] / items if metrics.get(src) is not None and items else None
+    metrics.setdefault("gpu_memory_mb_max", None)
+    metrics.setdefault("gpu_avg_power_w", None)
+    return items
+
+
+def _ok_record(torch, cell: CellSpec, device, model, info, method, runtime_info, checked, sdpa, peaks, spec, metrics,
+               tracker_status, **rest) -> dict:
+    """A measured cell's record: what every scenario has, then ``rest`` (its raw series, ...)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "cell_id": cell.cell_id, "run_id": cell.run_id,
         **cell.coordinates(),
         "status": "ok", "error": None,
         "model": info,
-        "variant_method": variant_method,
+        "variant_method": method,
         "runtime": runtime_info,
         "accuracy": checked,
         # The attention kernel every variant of this cell ran on, and how the model calls it.
@@ -319,9 +334,7 @@ def _measure_on(torch, cell: CellSpec, device, cache: ModelCache, allowed_dirs, 
         **({"tf32": cuda_device.tf32_state(torch)} if device.type == "cuda" else {}),
         "metrics": metrics,
         "trackers": tracker_status,
-        "latencies_ms": latency.latencies_ms(),
-        **({"phase_latencies_ms": phases} if phases is not None else {}),
-        "shortfall": rule.shortfall(n, elapsed),
+        **rest,
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -357,33 +370,13 @@ def _measure_served(torch, cell: CellSpec, device, runtime, loaded, model, feeds
     metrics = served.served_metrics(chosen, cell)
     side, tracker_status = _tracker_results({}, trackers)
     metrics.update(side)
-    items = metrics["timed_items"] or 0
-    for src, dst in (("gpu_energy_j", "gpu_energy_j_per_sample"), ("cpu_energy_j", "cpu_energy_j_per_sample")):
-        metrics[dst] = metrics[src] / items if metrics.get(src) is not None and items else None
-    metrics.setdefault("gpu_memory_mb_max", None)
-    metrics.setdefault("gpu_avg_power_w", None)
+    _per_sample_energy(metrics)
     metrics.update({f"accuracy_{k}": checked.get(k) for k in ("top1_agreement", "max_abs_diff") if checked.get(k) is not None})
     metrics.update({"load_s": None if cached else loaded.load_s, "model_cached": cached, "tokenize_ms": tokenize_ms,
                     "first_call_ms": first_call_ms, "compile_s": prepare_s, "recompilations": None})
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "cell_id": cell.cell_id, "run_id": cell.run_id,
-        **cell.coordinates(),
-        "status": "ok", "error": None,
-        "model": info,
-        "variant_method": method,
-        "runtime": runner_info,
-        "accuracy": checked,
-        "attention": {"sdpa_backend": sdpa, "implementation": attention.implementation(model)},
-        "peaks": {**peaks, **spec, **_peak_check(peaks, spec)},
-        **({"tf32": cuda_device.tf32_state(torch)} if device.type == "cuda" else {}),
-        "metrics": metrics,
-        "trackers": tracker_status,
-        "serving": serving,
-        "latencies_ms": served.kept_latencies(chosen.latencies_ms),
-        "shortfall": None,
-        "torch_threads": torch.get_num_threads(),
-    }
+    return _ok_record(torch, cell, device, model, info, method, runner_info, checked, sdpa, peaks, spec, metrics,
+                      tracker_status, serving=serving, latencies_ms=served.kept_latencies(chosen.latencies_ms),
+                      shortfall=None)
 
 
 def _untimed_call(call, marks):
