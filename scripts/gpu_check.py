@@ -107,6 +107,7 @@ def step_gpu() -> None:
 
     _guarded("variants", lambda: _variants(torch, cache, device))
     _guarded("oom", lambda: _oom(cache))
+    _guarded("server", lambda: _server(cache))
     with cuda_device.scope(torch, device):  # the bf16 ceiling against the spec sheet
         bf16 = PEAKS.get(torch, device, "bf16")
     _emit(check="bf16-peak", gemm_tflops=bf16["gemm_tflops"], tf32=bf16.get("tf32"))
@@ -132,6 +133,22 @@ def _variants(torch, cache, device) -> None:
         diffs[variant] = (r.get("accuracy") or {}).get("max_abs_diff")
         _emit(check=f"b1-{variant}", **_summary(r))
     _emit(check="outputs", max_abs_diff=diffs, latency_means=means)
+
+
+def _server(cache) -> None:
+    """A server cell (LoadGen's Server scenario, the batcher on its own thread) on the GPU."""
+    import dataclasses
+
+    from bench_workers.cell.measure import measure_cell
+
+    cell = _cell("cuda", 8, min_time=0.3)
+    cell = dataclasses.replace(cell, scenario="server",
+                               rules=dataclasses.replace(cell.rules, rate=200.0, serve_time=2.0))
+    rec = measure_cell(cell, "cuda:0", cache=cache)
+    rep = (rec.get("serving") or {}).get("reported") or {}
+    _emit(check="server", status=rec.get("status"), error=rec.get("error"), requests=rep.get("requests"),
+          dropped=rep.get("dropped"), p99_ms=rep.get("p99_ms"), loadgen_p99_ms=rep.get("loadgen_p99_ms"),
+          valid=rep.get("valid"), gpu_avg_power_w=(rec.get("metrics") or {}).get("gpu_avg_power_w"))
 
 
 def _oom(cache) -> None:
@@ -258,6 +275,11 @@ def _judge_gpu(c: Check, gpu: list[dict], gpu_name: str | None) -> dict:
               f"{peaks.get('gemm_tflops')} TFLOP/s vs spec {peaks.get('spec_tflops')}, tf32 {peaks.get('tf32')}")
     c.verdict("measured bf16 GEMM peak 30-110% of spec", bool(bf16 and spec_bf16 and 0.3 * spec_bf16 <= bf16 <= 1.1 * spec_bf16),
               f"{bf16} TFLOP/s vs spec {spec_bf16}")
+    srv = _by(gpu, "server")
+    p99, lg = srv.get("p99_ms"), srv.get("loadgen_p99_ms")
+    c.verdict("a server cell at 200 req/s (b8): all served, own p99 within 10% of LoadGen's",
+              srv.get("status") == "ok" and not srv.get("dropped") and bool(p99 and lg and abs(p99 / lg - 1) <= 0.10),
+              f"{srv.get('requests')} requests, p99 {p99} ms, LoadGen {lg} ms, {srv.get('error') or srv.get('exception') or ''}")
     att = b32.get("attention") or {}
     c.verdict("SDPA backend pinned and named", bool(att.get("sdpa_backend")), f"{att}")
     tr = (b32.get("transfer_h2d_ms"), b32.get("transfer_d2h_ms"))

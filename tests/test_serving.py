@@ -216,3 +216,45 @@ def test_a_rate_that_fails_its_longer_confirmation_is_overruled_and_the_search_g
     assert fail is not None and fail.offered_rate <= PRECISION * fit.offered_rate * 1.001
     assert all(not s.valid for s in steps if s.offered_rate > 7)  # every short step above 7/s was overruled
     assert any(s.overruled and "overruled" in s.why_invalid() for s in steps)
+
+
+def test_batches_run_on_the_batcher_thread_inside_the_cells_device_scope():
+    """On a GPU the current device is per thread: each batch enters the cell's device scope (a
+    fake one here, with a fake torch whose inference mode is per thread as torch's is)."""
+    import contextlib
+    import threading
+    import types
+
+    from bench_protocol.spec import CellSpec, MeasureRules
+    from bench_workers.cell import served
+    from bench_workers.runtimes.base import Runner
+
+    state = threading.local()
+    seen = []
+
+    @contextlib.contextmanager
+    def scope():
+        state.device = "cuda:1"
+        try:
+            yield
+        finally:
+            state.device = None
+
+    def call():
+        seen.append((threading.current_thread().name, getattr(state, "device", None), getattr(state, "inference", False)))
+
+    @contextlib.contextmanager
+    def inference_mode():
+        state.inference = True
+        try:
+            yield
+        finally:
+            state.inference = False
+
+    fake_torch = types.SimpleNamespace(inference_mode=inference_mode)
+    prepared = served.Prepared({k: Runner(call) for k in (1, 2, 4)}, None, 400.0, 1.0)
+    cell = CellSpec(run_id="20260101-000000-abcdef", pool="cuda:1", batch_size=4, seq_len=8, dtype="fp32",
+                    scenario="server", rules=MeasureRules(rate=300.0, serve_time=0.5))
+    chosen, _, steps, _ = served.serve(fake_torch, prepared, cell, lambda: None, list, 60, scope)
+    assert chosen.valid and len(steps) == 1 and seen
+    assert set(seen) == {("benchctl-batcher", "cuda:1", True)}

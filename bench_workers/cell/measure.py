@@ -355,7 +355,8 @@ def _measure_served(torch, cell: CellSpec, device, runtime, loaded, model, feeds
     top = prepared.runners[cell.batch_size]
     budget = min(cell.rules.max_time, deadline - time.time() - 2 * cell.rules.serve_time)
     chosen, above, steps, trackers = served.serve(
-        torch, prepared, cell, sync, lambda: _side_trackers(torch, device, sync, gpu_baseline_mb, top.torch_allocator), budget)
+        torch, prepared, cell, sync, lambda: _side_trackers(torch, device, sync, gpu_baseline_mb, top.torch_allocator), budget,
+        lambda: cuda_device.scope(torch, device))
     _check_deadline(deadline, cell.rules.time_limit)
     output = top.call()  # untimed: the largest batch against the fp32 eager reference
     checked = accuracy.compare(torch, output, _reference(cell, loaded, model, lambda: model(**feeds), None, cache,

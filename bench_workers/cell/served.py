@@ -74,19 +74,19 @@ def prepare(torch, runtime, ctx_for, cell, sync, check_deadline) -> Prepared:
     return Prepared(runners, prepare_s, cell.batch_size / statistics.median(times), first_call_ms)
 
 
-def serve(torch, prepared: Prepared, cell, sync, side_trackers, budget_s: float) -> tuple[Step | None, Step | None, list, list]:
+def serve(torch, prepared: Prepared, cell, sync, side_trackers, budget_s: float, device_scope=contextlib.nullcontext) -> tuple[Step | None, Step | None, list, list]:
     """(the reported step, the failing step just above it (a search), every step, the reported
-    step's trackers). A server cell with --slo-p99-ms searches its highest rate within the bound
+    step's trackers); ``device_scope()``: the cell's device made current on the batcher's thread. A server cell with --slo-p99-ms searches its highest rate within the bound
     (from --rate, else from the capacity of the largest batch); one with --rate alone serves that
     rate; an offline cell serves every request at once, sized by the capacity."""
     rules = cell.rules
     shapes = sorted(prepared.runners)
     padded = []
 
-    def run_batch(n: int) -> None:  # on the batcher's thread: inference mode is per thread
+    def run_batch(n: int) -> None:  # on the batcher's thread: inference mode and the current device are per thread
         k = bucket_for(n, shapes)
         runner = prepared.runners[k]
-        with torch.inference_mode():
+        with device_scope(), torch.inference_mode():
             runner.call()
         (runner.sync or sync)()
         padded.append(k - n)
