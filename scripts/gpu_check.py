@@ -75,7 +75,6 @@ def step_gpu() -> None:
     """The GPU cells: events vs wall clock, energy, variants, out of memory, % of peak."""
     import torch
 
-    from bench_workers.cell import inputs
     from bench_workers.cell.measure import ModelCache, measure_cell
     from bench_workers.device import cuda_device
     from bench_workers.device.peaks import PEAKS
@@ -90,27 +89,76 @@ def step_gpu() -> None:
     rec = measure_cell(_cell("cuda", 32, min_time=3.0), "cuda:0", cache=cache)
     _emit(check="b32", **_summary(rec))
     device = torch.device("cuda", 0)
-    model = cache.loaded.model if cache.loaded is not None else None
-    if model is not None:
-        feeds = inputs.synthetic(torch, 32, 128, model.config.vocab_size, device)
-        walls = []
-        with torch.inference_mode():
-            for _ in range(5):
-                model(**feeds)
-            for _ in range(20):
-                torch.cuda.synchronize(device)
-                t0 = time.perf_counter()
-                model(**feeds)
-                torch.cuda.synchronize(device)
-                walls.append((time.perf_counter() - t0) * 1e3)
-        _emit(check="wall", wall_ms_mean=sum(walls) / len(walls))
-
+    _guarded("wall", lambda: _wall(torch, cache, device))
+    _guarded("bf16", lambda: _bf16(cache))
     _guarded("variants", lambda: _variants(torch, cache, device))
     _guarded("oom", lambda: _oom(cache))
     _guarded("server", lambda: _server(cache))
+    _guarded("generate", lambda: _generate(cache))
+    _guarded("ort", lambda: _ort(cache))
     with cuda_device.scope(torch, device):  # the bf16 ceiling against the spec sheet
         bf16 = PEAKS.get(torch, device, "bf16")
     _emit(check="bf16-peak", gemm_tflops=bf16["gemm_tflops"], tf32=bf16.get("tf32"))
+
+
+def _wall(torch, cache, device) -> None:
+    """The same b32 forward timed by a synchronised wall clock. In a function of its own: a
+    reference to the model held in the step's frame would outlive the cache's and show as a leak."""
+    from bench_workers.cell import inputs
+
+    model = cache.loaded.model if cache.loaded is not None else None
+    if model is None:
+        return
+    feeds = inputs.synthetic(torch, 32, 128, model.config.vocab_size, device)
+    walls = []
+    with torch.inference_mode():
+        for _ in range(5):
+            model(**feeds)
+        for _ in range(20):
+            torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            model(**feeds)
+            torch.cuda.synchronize(device)
+            walls.append((time.perf_counter() - t0) * 1e3)
+    _emit(check="wall", wall_ms_mean=sum(walls) / len(walls))
+
+
+def _bf16(cache) -> None:
+    """b32 in bf16: faster than fp32 and its outputs within the accuracy check of fp32 eager."""
+    from bench_workers.cell.measure import measure_cell
+
+    rec = measure_cell(_cell("cuda", 32, dtype="bf16", min_time=1.0), "cuda:0", cache=cache)
+    acc = rec.get("accuracy") or {}
+    _emit(check="bf16", **_summary(rec), top1=acc.get("top1_agreement"), max_abs_diff=acc.get("max_abs_diff"))
+
+
+def _generate(cache) -> None:
+    """A generate cell (gpt2 from its bundled config, random weights): TTFT and per-token decode
+    timed on the GPU, and their sum against the whole call."""
+    import dataclasses
+
+    from bench_protocol.spec import ModelRef
+    from bench_workers.cell.measure import measure_cell
+
+    cell = dataclasses.replace(_cell("cuda", 4, seq=32, min_time=1.0, iterations=5), task="generate", new_tokens=16,
+                               model=ModelRef(model="gpt2"))
+    rec = measure_cell(cell, "cuda:0", cache=cache)
+    m = rec.get("metrics") or {}
+    _emit(check="generate", status=rec.get("status"), error=rec.get("error"),
+          call_ms=(m.get("latency_ms") or {}).get("mean"), ttft_ms=(m.get("ttft_ms") or {}).get("mean"),
+          decode_ms=(m.get("decode_ms_per_token") or {}).get("mean"), steps=m.get("decode_steps_per_call"),
+          tokens_per_s=m.get("decode_tokens_per_s_batch"), gpu_avg_power_w=m.get("gpu_avg_power_w"))
+
+
+def _ort(cache) -> None:
+    """ONNX Runtime under a GPU pool: measured on the CUDA provider, or refused with a reason;
+    never a CPU number filed as the GPU's."""
+    from bench_workers.cell.measure import measure_cell
+
+    rec = measure_cell(_cell("cuda", 8, variant="ort", min_time=0.5), "cuda:0", cache=cache)
+    _emit(check="ort", status=rec.get("status"), error=rec.get("error"),
+          providers=(rec.get("runtime") or {}).get("providers"), runtime=rec.get("runtime"),
+          latency_ms_mean=((rec.get("metrics") or {}).get("latency_ms") or {}).get("mean"))
 
 
 def _guarded(name: str, fn) -> None:
@@ -280,6 +328,26 @@ def _judge_gpu(c: Check, gpu: list[dict], gpu_name: str | None) -> dict:
     c.verdict("a server cell at 200 req/s (b8): all served, own p99 within 10% of LoadGen's",
               srv.get("status") == "ok" and not srv.get("dropped") and bool(p99 and lg and abs(p99 / lg - 1) <= 0.10),
               f"{srv.get('requests')} requests, p99 {p99} ms, LoadGen {lg} ms, {srv.get('error') or srv.get('exception') or ''}")
+    bf = _by(gpu, "bf16")
+    fp32_ms, bf_ms = b32.get("latency_ms_mean"), bf.get("latency_ms_mean")
+    c.verdict("bf16 b32: faster than fp32, top-1 agreement with fp32 eager at least 90% (random weights)", bf.get("status") == "ok"
+              and bool(fp32_ms and bf_ms and bf_ms < fp32_ms) and (bf.get("top1") or 0) >= 0.9,
+              f"{bf_ms} ms vs fp32 {fp32_ms} ms, top-1 {bf.get('top1')}, max |diff| {bf.get('max_abs_diff')}, "
+              f"{bf.get('error') or bf.get('exception') or ''}")
+    gen = _by(gpu, "generate")
+    call, ttft, dec, steps = gen.get("call_ms"), gen.get("ttft_ms"), gen.get("decode_ms"), gen.get("steps") or []
+    parts = ttft + dec * steps[0] if ttft and dec and len(steps) == 1 else None
+    c.verdict("generate (gpt2 b4, 16 new tokens): TTFT + 15 decode steps within 15% of the call",
+              gen.get("status") == "ok" and bool(parts and call and abs(parts / call - 1) <= 0.15),
+              f"call {call} ms, TTFT {ttft} ms, decode {dec} ms/token x {steps}, {gen.get('tokens_per_s')} tokens/s, "
+              f"{gen.get('error') or gen.get('exception') or ''}")
+    ort = _by(gpu, "ort")
+    err = ort.get("error") or {}
+    on_gpu = ort.get("status") == "ok" and "CUDAExecutionProvider" in str(ort.get("runtime"))
+    refused = ort.get("status") == "error" and err.get("type") in ("runtime_unavailable", "unsupported_dtype")
+    c.verdict("ort under a GPU pool: on the CUDA provider, or refused with its reason (never CPU as GPU)",
+              on_gpu or refused, f"status {ort.get('status')}, {ort.get('latency_ms_mean')} ms, "
+              f"{err.get('type')}: {err.get('message') or ort.get('runtime') or ort.get('exception')}")
     att = b32.get("attention") or {}
     c.verdict("SDPA backend pinned and named", bool(att.get("sdpa_backend")), f"{att}")
     tr = (b32.get("transfer_h2d_ms"), b32.get("transfer_d2h_ms"))
@@ -317,7 +385,7 @@ def main() -> int:
               and p.get("fingerprint_uuid") == p.get("nvml_uuid"),
               f"nvml {p.get('nvml_uuid')}, torch {p.get('torch_uuid')}, fingerprint {p.get('fingerprint_uuid')}")
 
-    gpu = c.step("gpu", 170)
+    gpu = c.step("gpu", 200)
     b32 = _judge_gpu(c, gpu, u.get("name"))
 
     fork = c.step("fork", 50)

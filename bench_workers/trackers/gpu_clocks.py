@@ -62,6 +62,7 @@ class GpuClockTracker:
             mask |= bits
         self._result = {
             "available": True,
+            "method": f"NVML SM and memory clocks and throttle reasons, sampled every {self._interval:g} s",
             "gpu_sm_clock_mhz_mean": sum(sm) / len(sm),
             "gpu_sm_clock_mhz_min": min(sm),
             "gpu_mem_clock_mhz_mean": sum(m for _, m, _ in samples) / len(samples),

@@ -60,6 +60,7 @@ class HostLoadTracker:
         busy = share > BUSY_SHARE or steal > BUSY_SHARE
         self._result = {
             "available": True,
+            "method": "/proc/stat: the share of this process's CPUs that other processes and steal took during the cell",
             "host_other_cpu_share": share,
             "host_steal_share": steal,
             "host_load_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

@@ -281,8 +281,13 @@ def method_lines(doc: dict) -> list[str]:
     methods: dict[str, str] = {}
     for rec in doc["cells"]:
         for name, t in (rec.get("trackers") or {}).items():
-            methods.setdefault(name, t.get("power_method") or t.get("method") or t.get("energy_method")
-                               or f"not measured: {t.get('reason')}")
+            how = t.get("power_method") or t.get("method") or t.get("energy_method")
+            if t.get("available") and not how:
+                how = "measured"  # a tracker of an older worker that did not name its method
+            if how:  # one cell that measured it names how, whatever the others said
+                methods[name] = how
+            else:
+                methods.setdefault(name, f"not measured: {t.get('reason') or 'no reason given'}")
     lines = [
         f"Warm-up: {rules.get('warmup')} calls excluded after the cold first call; timing stops when both "
         f"{rules.get('min_iterations')} iterations and {rules.get('min_time')} s are reached (at most {rules.get('max_time')} s).",
