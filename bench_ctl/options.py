@@ -49,6 +49,8 @@ SPEC_FLAGS = [
      "USD per hour of one host per pool: cpu=0.40,cuda=3.20, or a TOML file with a [prices] table"),
     ("target_rate", Optional[float], None, ("--target-rate",),
      "requests/s to serve: the hosts each pool needs for it, in Cheapest way to serve it"),
+    ("repeats", int, 1, ("--repeats",),
+     "measure each cell this many times, spread through the sweep: means of repeats with 95% intervals"),
 ]
 _TYPES = {"int": int, "float": float, "int | None": Optional[int], "float | None": Optional[float]}
 # The measurement rules' flags come from MeasureRules' fields: their defaults and help are its own.
@@ -92,7 +94,7 @@ NoHistory = Annotated[bool, typer.Option("--no-history", help="do not add this r
 
 
 def build_spec(devices, batch_sizes, seq_lens, dtypes, variants, task, new_tokens, model, weights, input_, baseline,
-               latency_budget_ms, scenarios, price, target_rate, **rules) -> RunSpec:
+               latency_budget_ms, scenarios, price, target_rate, repeats, **rules) -> RunSpec:
     """The flags' strings -> a validated RunSpec (SpecError with one line otherwise)."""
     from bench_protocol.model_config import check_seq_lens, resolve_task
 
@@ -114,6 +116,7 @@ def build_spec(devices, batch_sizes, seq_lens, dtypes, variants, task, new_token
         scenarios=parse_name_list(scenarios, "scenario"),
         prices=parse_prices(price) if price is not None else None,
         target_rate=target_rate,
+        repeats=repeats,
     )
     check_seq_lens(model, spec.seq_lens, spec.new_tokens if spec.task == "generate" else 0)
     return spec

@@ -78,6 +78,8 @@ METRICS = (
     Metric("latency_ms_min", "ms", True, "min_ms", (), (_LAT, "min")),
     Metric("latency_ms_max", "ms", True, "max_ms", (), (_LAT, "max")),
     Metric("latency_cv", "", True, "cv", ("details",), (_LAT, "cv")),
+    # Half-width of the 95% interval of the mean over the cell's iterations (what --precision stops on).
+    Metric("latency_ci95_pct", "%", True, "±95%_of_mean", ("details",), (_LAT, "ci95_pct"), sparse=True),
     Metric("n_iterations", "count", None, "n", ("details",), (_LAT, "n")),
     Metric("throughput_mean", "items/s", False, "items_per_s_mean", ("seed",)),
     Metric("throughput_measured", "items/s", False, "items_per_s", ("details",)),

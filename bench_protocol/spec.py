@@ -36,12 +36,16 @@ MAX_NEW_TOKENS = 1 << 16
 # A cell's coordinates within its run, declared once: (field, its prefix in the cell id).
 # The cell id and its parser, records, the tidy frame, the tables and compare all read this.
 CELL_AXES = (("pool", ""), ("batch_size", "b"), ("seq_len", "s"), ("dtype", ""), ("variant", ""), ("task", ""),
-             ("new_tokens", "n"), ("scenario", ""))
+             ("new_tokens", "n"), ("scenario", ""), ("repeat", "r"))
 AXES = tuple(name for name, _ in CELL_AXES)
+# Replicates: the same cell measured again (--repeats). In ids and records like any axis, but
+# never compared: the tables combine a cell's repeats into one mean with its interval.
+REPLICATE_AXES = ("repeat",)
 # The axes that split a run into comparison tables (pool and batch size are inside each table).
-COMBO_AXES = tuple(a for a in AXES if a not in ("pool", "batch_size"))
+COMBO_AXES = tuple(a for a in AXES if a not in ("pool", "batch_size", *REPLICATE_AXES))
 # What a record written before an axis existed measured.
-AXIS_DEFAULTS = {"variant": "eager", "task": "classify", "new_tokens": 0, "scenario": "batch"}
+AXIS_DEFAULTS = {"variant": "eager", "task": "classify", "new_tokens": 0, "scenario": "batch", "repeat": 0}
+MAX_REPEATS = 100
 
 # A pool is a queue name; the torch device kinds double as the default pool names.
 _POOL_RE = re.compile(r"^[a-z][a-z0-9._-]{0,39}(:[0-9]{1,2})?$")
@@ -148,6 +152,11 @@ def check_task(task: str, new_tokens: int) -> None:
         raise SpecError("a classify cell generates no tokens (new tokens must be 0)")
 
 
+def check_repeats(repeats) -> None:
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or not 1 <= repeats <= MAX_REPEATS:
+        raise SpecError(f"repeats must be an integer from 1 to {MAX_REPEATS}, got {repeats!r}")
+
+
 def check_scenario(scenario: str, task: str) -> None:
     if scenario not in SCENARIOS:
         raise SpecError(f"unknown scenario {scenario!r}: use one of {', '.join(SCENARIOS)}")
@@ -239,6 +248,9 @@ class MeasureRules:
         "help": "longest wait of a batch's first request before the batch runs (server and offline cells)"})
     serve_time: float = field(default=10.0, metadata={
         "help": "seconds of load per step of a server or offline cell (MLPerf's rules ask 600)"})
+    precision: float = field(default=0.0, metadata={
+        "help": "keep timing past --iterations and --min-time until the 95%% interval of the mean latency is "
+                "within ± this %% of it (at most --max-time; 0: off); VALID then rests on that interval"})
 
     def __post_init__(self) -> None:
         for name in ("warmup", "min_iterations"):
@@ -255,6 +267,7 @@ class MeasureRules:
         if self.time_limit <= 0:
             raise SpecError("time-limit must be positive")
         check_number(self.accuracy_tolerance, "accuracy-tolerance", 0, 1)
+        check_number(self.precision, "precision (%)", 0, 100)
         if self.memory_limit_mb is not None and (not isinstance(self.memory_limit_mb, int) or self.memory_limit_mb <= 0):
             raise SpecError(f"memory-limit-mb must be a positive integer, got {self.memory_limit_mb!r}")
         if self.memory_limit_mb is not None:
@@ -306,6 +319,9 @@ class RunSpec:
     # "Cheapest way to serve it" (bench_ctl/reporting/cost.py).
     prices: dict[str, float] | None = None
     target_rate: float | None = None
+    # Each cell measured this many times, the repeats spread through the sweep (repeat 0 of
+    # every cell, then repeat 1, ...) so that a slow drift does not hide in one of them.
+    repeats: int = 1
 
     def __post_init__(self) -> None:
         if not self.pools:
@@ -349,6 +365,7 @@ class RunSpec:
         self.prices = check_prices(self.prices, self.pools)
         if self.target_rate is not None:
             check_number(self.target_rate, "target-rate", 0, 1e12, lo_open=True)
+        check_repeats(self.repeats)
         check_run_id(self.run_id)
         if self.baseline is None:
             self.baseline = self.pools[0]
@@ -359,8 +376,8 @@ class RunSpec:
         return [
             CellSpec(run_id=self.run_id, pool=pool, batch_size=b, seq_len=s, dtype=d, variant=v, task=self.task,
                      new_tokens=self.new_tokens if self.task == "generate" else 0, scenario=sc, model=self.model,
-                     rules=self.rules)
-            for pool in self.pools for sc in self.scenarios for d in self.dtypes for v in self.variants
+                     rules=self.rules, repeat=r)
+            for r in range(self.repeats) for pool in self.pools for sc in self.scenarios for d in self.dtypes for v in self.variants
             for s in self.seq_lens for b in self.batch_sizes
         ]
 
@@ -373,7 +390,8 @@ class RunSpec:
             return None
         grid = {"pool": self.pools, "batch_size": self.batch_sizes, "seq_len": self.seq_lens, "dtype": self.dtypes,
                 "variant": self.variants, "task": [self.task],
-                "new_tokens": [self.new_tokens if self.task == "generate" else 0], "scenario": self.scenarios}
+                "new_tokens": [self.new_tokens if self.task == "generate" else 0], "scenario": self.scenarios,
+                "repeat": range(self.repeats)}
         if coords.pop("run_id") != self.run_id or any(coords[axis] not in grid[axis] for axis in AXES):
             return None
         cell = CellSpec(run_id=self.run_id, model=self.model, rules=self.rules, **coords)
@@ -408,10 +426,13 @@ class CellSpec:
     scenario: str = "batch"
     model: ModelRef = field(default_factory=ModelRef)
     rules: MeasureRules = field(default_factory=MeasureRules)
+    repeat: int = 0  # which repeat of the cell this is (0 .. the run's repeats - 1)
 
     def __post_init__(self) -> None:
         check_run_id(self.run_id)
         check_pool(self.pool)
+        if not isinstance(self.repeat, int) or isinstance(self.repeat, bool) or not 0 <= self.repeat < MAX_REPEATS:
+            raise SpecError(f"repeat must be an integer from 0 to {MAX_REPEATS - 1}, got {self.repeat!r}")
         check_scenario(self.scenario, self.task)
         if self.scenario == "server":
             check_server_rules(self.rules)

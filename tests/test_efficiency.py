@@ -127,7 +127,7 @@ def test_variant_flows_through_ids_frame_and_tables(tiny_model, tmp_path):
 
 def test_cell_ids_parse_back_with_a_colon_in_the_pool():
     cell = CellSpec(run_id=RUN, pool="cuda:1", batch_size=8, seq_len=128, dtype="bf16", variant="cudagraph")
-    assert cell.cell_id == f"{RUN}:cuda:1:b8:s128:bf16:cudagraph:classify:n0:batch"
+    assert cell.cell_id == f"{RUN}:cuda:1:b8:s128:bf16:cudagraph:classify:n0:batch:r0"
     assert parse_cell_id(cell.cell_id) == {"run_id": RUN, **cell.coordinates()}
     with pytest.raises(SpecError):
         parse_cell_id(f"{RUN}:cpu:b8:s128")

@@ -160,7 +160,7 @@ def test_a_server_cell_searches_its_rate_and_the_report_costs_it(tiny_model, tmp
     assert res.returncode == 0, res.stderr
     doc = load_json(out / "results.json")
     by = {c["scenario"]: c for c in doc["cells"]}
-    assert set(by) == {"batch", "server"} and by["server"]["cell_id"].endswith(":server")
+    assert set(by) == {"batch", "server"} and by["server"]["cell_id"].endswith(":server:r0")
     info, m = by["server"]["serving"], by["server"]["metrics"]
     assert info["searched"] and info["generator"] == "MLPerf LoadGen" and info["shorter_than_mlperf"]
     if m["served_rate"] is not None:  # found: it fits, and the step above it does not
@@ -194,7 +194,7 @@ def test_server_cells_on_two_pools_merge_into_one_report(redis_server, workers, 
         assert rec["serving"]["reported"]["requests"] >= 460  # LoadGen's minimum count for p99 evidence
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## Serving under load" in md and "### Load steps" in md
-    assert "| cpu-1t:b2:s16:fp32:eager:classify:n0:server " in md and "| cpu:b2:s16:fp32:eager:classify:n0:server " in md
+    assert "| cpu-1t:b2:s16:fp32:eager:classify:n0:server:r0 " in md and "| cpu:b2:s16:fp32:eager:classify:n0:server:r0 " in md
     # Both pools' workers share this one host: their cells overlapped, so neither is trusted
     # (and neither is costed) even though each load step was VALID by LoadGen.
     csv = pd.read_csv(tmp_path / "out" / "results.csv")

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench_protocol.spec import AXES
+from bench_protocol.spec import AXES, REPLICATE_AXES
 
 from .compare import noise_pct
+from .intervals import ratio
 from .labels import display_name
 
 # What a user chooses to run a model fast; the other axes (sequence length, ...) are the workload.
 HOW_AXES = ("dtype", "variant", "batch_size")
-WORKLOAD_AXES = tuple(a for a in AXES if a not in ("pool", *HOW_AXES))
+WORKLOAD_AXES = tuple(a for a in AXES if a not in ("pool", *HOW_AXES, *REPLICATE_AXES))
 
 COLUMNS = ["pool", *WORKLOAD_AXES, "dtype", "variant", "batch_size", "throughput_mean", "latency_ms_p50",
            "latency_ms_p99", "tflops_achieved", "pct_peak_measured", "accuracy_top1_agreement", "accuracy_max_abs_diff",
-           "runner_up", "margin_pct", "noise_pct", "verdict"]
+           "runner_up", "margin_pct", "noise_pct", "interval", "verdict"]
 
 
 def describe(row) -> str:
@@ -48,8 +49,20 @@ def winner(ranked: pd.DataFrame) -> tuple[pd.Series | None, pd.Series | None, fl
     return best, second, margin, float(noise_pct(best["latency_cv"], second["latency_cv"]))
 
 
-def fastest_ways(frame: pd.DataFrame, budget_ms: float | None = None) -> pd.DataFrame:
-    """One row per pool (and workload): the fastest way, its runner-up and the verdict."""
+def throughput_interval(best: pd.Series, second: pd.Series, boot: dict | None) -> tuple[float, float] | None:
+    """The 95% interval of best's throughput / second's, from their latencies' bootstrap means
+    (items per call / mean latency on each side); None without them."""
+    ci = ratio((boot or {}).get(second["cell_id"]), (boot or {}).get(best["cell_id"]))
+    if ci is None:
+        return None
+    scale = best["batch_size"] / second["batch_size"]
+    return ci[0] * scale, ci[1] * scale
+
+
+def fastest_ways(frame: pd.DataFrame, budget_ms: float | None = None, boot: dict | None = None) -> pd.DataFrame:
+    """One row per pool (and workload): the fastest way, its runner-up and the verdict. With the
+    cells' bootstrap means (``boot``), the verdict is the interval's of best/runner-up throughput:
+    'fastest' when all of it lies above 1; else the noise rule decides."""
     rows = []
     for key, cells in frame.groupby(["pool", *WORKLOAD_AXES], sort=False):
         row = dict(zip(["pool", *WORKLOAD_AXES], key))
@@ -62,8 +75,11 @@ def fastest_ways(frame: pd.DataFrame, budget_ms: float | None = None) -> pd.Data
         if second is None:
             row["verdict"] = "fastest (only candidate)"
         else:
+            ci = throughput_interval(best, second, boot)
+            ahead = ci[0] > 1 if ci is not None else margin > noise
             row.update(runner_up=describe(second), margin_pct=margin, noise_pct=noise,
-                       verdict="fastest" if margin > noise else "ties with the runner-up within noise")
+                       interval=f"{ci[0]:.3f}–{ci[1]:.3f}" if ci is not None else None,
+                       verdict="fastest" if ahead else "ties with the runner-up within noise")
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -96,6 +112,8 @@ def sentence(row, shown: tuple = WORKLOAD_AXES) -> str:
             f"p99 {row['latency_ms_p99']:.2f} ms")
     if pd.isna(row.get("margin_pct")):
         return head + "."
+    why = (f"95% interval of the throughput ratio {row['interval']}" if isinstance(row.get("interval"), str)
+           else f"noise ±{row['noise_pct']:.1f}%")
     if row["verdict"] == "fastest":
-        return head + f", {row['margin_pct']:.1f}% ahead of {row['runner_up']} (noise ±{row['noise_pct']:.1f}%)."
-    return head + f"; it ties with {row['runner_up']} within noise ({row['margin_pct']:.1f}% apart, noise ±{row['noise_pct']:.1f}%)."
+        return head + f", {row['margin_pct']:.1f}% ahead of {row['runner_up']} ({why})."
+    return head + f"; it ties with {row['runner_up']} within noise ({row['margin_pct']:.1f}% apart, {why})."

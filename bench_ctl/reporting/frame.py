@@ -66,6 +66,15 @@ def _validity(rec: dict, overlaps: dict[str, str]) -> tuple[bool | None, str | N
         cv = None
         if serving.get("invalid"):
             reasons.append(serving["invalid"] + (f" (host busy: {busy})" if busy else ""))
+    precision = (rec.get("rules") or {}).get("precision") or 0
+    if precision and serving is None:
+        # Asked to measure until the mean is known to ±precision%: validity rests on that interval;
+        # the CV stays in the tables as the spread of single iterations.
+        cv, half = None, lat.get("ci95_pct")
+        if half is None or half > precision:
+            reasons.append(f"95% interval of the mean ±{half if half is not None else float('nan'):.1f}%, wider than the "
+                           f"±{precision:g}% asked (--precision) when max-time ran out"
+                           + (f" (host busy: {busy})" if busy else ""))
     if cv is not None and cv > CV_THRESHOLD:
         # A spread with a busy host has its likely cause named.
         reasons.append(f"latency CV {cv:.1%} above {CV_THRESHOLD:.0%}" + (f" (host busy: {busy})" if busy else ""))

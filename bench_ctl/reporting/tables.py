@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench_protocol.metrics import BY_NAME, COUNT_METRICS, shown_in
-from bench_protocol.spec import AXES, CELL_AXES, COMBO_AXES, DTYPES, VARIANTS
+from bench_protocol.spec import AXES, CELL_AXES, COMBO_AXES, DTYPES, REPLICATE_AXES, VARIANTS
 
 from .labels import column_prefix, is_gpu_pool
 
@@ -111,10 +111,11 @@ def phase_tables(cells: pd.DataFrame, pools: list[str], baseline: str) -> dict[s
     return {phase: comparison_table(cells, pools, baseline, phase) for phase in ("prefill", "decode")}
 
 
-AXIS_HEADERS = {a: {"batch_size": "batch", "seq_len": "seq"}.get(a, a) for a in AXES}
+# The per-cell tables show combined cells (their repeats in one row): no repeat column.
+AXIS_HEADERS = {a: {"batch_size": "batch", "seq_len": "seq"}.get(a, a) for a in AXES if a not in REPLICATE_AXES}
 # Whole numbers, under their names and their headers: printed without decimals (but in the seed's table).
-INTEGER_COLUMNS = frozenset({a for a, prefix in CELL_AXES if prefix} | {AXIS_HEADERS[a] for a, prefix in CELL_AXES if prefix}
-                            | set(COUNT_METRICS) | {BY_NAME[m].label for m in COUNT_METRICS})
+INTEGER_COLUMNS = frozenset({a for a, prefix in CELL_AXES if prefix} | {AXIS_HEADERS.get(a, a) for a, prefix in CELL_AXES if prefix}
+                            | set(COUNT_METRICS) | {BY_NAME[m].label for m in COUNT_METRICS} | {"repeats"})
 
 
 def labelled(table: str, cells: pd.DataFrame | None = None) -> dict[str, str]:
@@ -145,7 +146,12 @@ def detail_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Beyond the seed: distribution, tokens/s, energy, validity and host per measured cell."""
     ok = frame[frame["status"] == "ok"].copy()
     ok["validity"] = ok["valid"].map({True: "VALID", False: "INVALID"})
-    cols = {**AXIS_HEADERS, **labelled("details", ok), "validity": "validity", "host": "host"}
+    extra = {}
+    if "repeats" in ok and (ok["repeats"] > 1).any():
+        # The mean's 95% interval over repeats (combined.py) and how many, where any cell has several.
+        ok["mean_ci"] = [f"{lo:.4g}–{hi:.4g}" if lo == lo else "—" for lo, hi in zip(ok["latency_ms_mean_lo"], ok["latency_ms_mean_hi"])]
+        extra.update(mean_ci="mean_95ci_ms", repeats="repeats")
+    cols = {**AXIS_HEADERS, **labelled("details", ok), **extra, "validity": "validity", "host": "host"}
     return ok[list(cols)].rename(columns=cols)
 
 
@@ -163,3 +169,34 @@ def dtype_table(frame: pd.DataFrame) -> pd.DataFrame | None:
         out[f"{d}_latency_ms_mean"] = wide[d]
         out[f"speedup_{d}_vs_fp32"] = wide["fp32"] / wide[d]
     return out.reset_index()
+
+
+def speedup_intervals(cells: pd.DataFrame, pools: list[str], baseline: str, boot: dict) -> pd.DataFrame | None:
+    """Each pool's latency speedup over the baseline per batch size, with its 95% interval and
+    the verdict the interval gives (bench_ctl/reporting/intervals.py); None with one pool."""
+    from .intervals import fmt_ratio, ratio, verdict
+
+    ok = cells[cells["status"] == "ok"]
+    others = [p for p in pools if p != baseline]
+    if not others or ok.empty:
+        return None
+    ids = ok.pivot_table(index="batch_size", columns="pool", values="cell_id", aggfunc="first")
+    trusted = ok.assign(v=ok["valid"] != False).pivot_table(  # noqa: E712 (object column)
+        index="batch_size", columns="pool", values="v", aggfunc="first")
+    means = ok.pivot_table(index="batch_size", columns="pool", values="latency_ms_mean", aggfunc="first")
+    rows = []
+    for bs in sorted(ok["batch_size"].unique()):
+        row = {"batch": int(bs)}
+        for other in others:
+            name = column_prefix(other)
+            if baseline not in ids or other not in ids or pd.isna(ids.at[bs, baseline]) or pd.isna(ids.at[bs, other]):
+                row[f"{name}_speedup"], row[f"{name}_verdict"] = "—", "—"
+                continue
+            if not (trusted.at[bs, baseline] and trusted.at[bs, other]):
+                row[f"{name}_speedup"], row[f"{name}_verdict"] = "—", "INVALID (not judged)"
+                continue
+            ci = ratio(boot.get(ids.at[bs, baseline]), boot.get(ids.at[bs, other]))
+            row[f"{name}_speedup"] = fmt_ratio(means.at[bs, baseline] / means.at[bs, other], ci)
+            row[f"{name}_verdict"] = verdict(ci) or "no interval"
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -67,6 +67,7 @@ class ReportContext:
     combos: dict  # the comparison tables, by combination of the combo axes
     fastest: pd.DataFrame
     images: list[Image] | None = None
+    boot: dict = field(default_factory=dict)  # bootstrap means of each cell's mean latency, by cell id
     memo: dict = field(default_factory=dict)  # what more than one section reads, made once
 
     @property
@@ -79,7 +80,7 @@ class ReportContext:
 
 
 def report_context(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None,
-                   tables: dict | None = None) -> ReportContext:
+                   tables: dict | None = None, boot: dict | None = None) -> ReportContext:
     pools = run_pools(doc)
     baseline = run_baseline(doc, pools)
     info = model_info(doc)
@@ -87,4 +88,4 @@ def report_context(doc: dict, frame: pd.DataFrame, images: list[Image] | None = 
     return ReportContext(doc, frame, pools, baseline, budget, info,
                          model_display(info.get("model_type"), info.get("model", "model")),
                          tables if tables is not None else comparison_tables(frame, pools, baseline),
-                         fastest_ways(frame, budget), images)
+                         fastest_ways(frame, budget, boot), images, boot or {})

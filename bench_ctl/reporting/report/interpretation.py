@@ -10,6 +10,7 @@ from bench_protocol.metrics import metric
 
 from ..compare import noise_pct
 from ..fastest import candidates, winner
+from ..intervals import ratio, verdict
 from ..labels import column_prefix, display_name, is_gpu_pool
 from ..tables import PHASES, comparison_table, phase_tables, speedup_name
 from .context import _fmt_bs
@@ -26,7 +27,18 @@ def _avg_noise(cells: pd.DataFrame, base: str, other: str) -> float:
     return float(noise_pct(both[base], both[other]).mean()) if len(both) else 1.0
 
 
-def _speedup_sentences(table: pd.DataFrame, cells: pd.DataFrame, pools: list[str], baseline: str):
+def _interval_at(cells: pd.DataFrame, baseline: str, other: str, batch_size, boot: dict | None) -> str:
+    """The sentence of the 95% interval of other's speedup over the baseline at one batch size, or ''."""
+    if not boot:
+        return ""
+    at = cells[(cells["status"] == "ok") & (cells["batch_size"] == batch_size)].set_index("pool")["cell_id"]
+    if baseline not in at or other not in at:
+        return ""
+    ci = ratio(boot.get(at[baseline]), boot.get(at[other]))
+    return f"Its 95% interval: {ci[0]:.2f}x to {ci[1]:.2f}x ({verdict(ci)}; see Speedups with 95% intervals)." if ci else ""
+
+
+def _speedup_sentences(table: pd.DataFrame, cells: pd.DataFrame, pools: list[str], baseline: str, boot: dict | None = None):
     """The Latency and Throughput bullets; returns them and the pool of the best average throughput."""
     labels = {p: column_prefix(p) for p in pools}
     others = [p for p in pools if p != baseline]
@@ -40,7 +52,7 @@ def _speedup_sentences(table: pd.DataFrame, cells: pd.DataFrame, pools: list[str
             s = table[speedup_name(name, o, len(others))]
             if s.notna().sum() == 0:
                 continue
-            avg, imax = s.mean(), s.idxmax()
+            avg, imax, spread = s.mean(), s.idxmax(), ""
             tie = abs(avg - 1) * 100 <= noise
             if name == "latency_ms_mean":
                 if tie:
@@ -50,6 +62,7 @@ def _speedup_sentences(table: pd.DataFrame, cells: pd.DataFrame, pools: list[str
                 else:
                     head = f"**Latency**: {a} is on average {1 / avg:.2f}x slower than {b}."
                 sub = f"The maximum speedup of {s[imax]:.2f}x is achieved at batch size {_fmt_bs(bs[imax])}."
+                spread = _interval_at(cells, baseline, other, bs[imax], boot)
             else:
                 if tie:
                     head = f"**Throughput**: {a} and {b} reach the same throughput within noise (on average {avg:.2f}x, noise ±{noise:.1f}%)."
@@ -58,7 +71,7 @@ def _speedup_sentences(table: pd.DataFrame, cells: pd.DataFrame, pools: list[str
                 sub = f"The maximum throughput improvement of {s[imax]:.2f}x is achieved at batch size {_fmt_bs(bs[imax])}."
                 if best is None or avg > best[0]:
                     best = (avg, other, noise)
-            items.append((head, [sub, *_stack_note(cells)]))
+            items.append((head, [sub, *([spread] if spread else []), *_stack_note(cells)]))
     return items, best
 
 
@@ -108,7 +121,7 @@ def _phase_sentences(phase: str, table: pd.DataFrame, pools: list[str], baseline
 
 
 def valid_interpretation(cells: pd.DataFrame, pools: list[str], baseline: str, budget_ms: float | None,
-                          table: pd.DataFrame, phases: dict):
+                          table: pd.DataFrame, phases: dict, boot: dict | None = None):
     """The Interpretation and Conclusion of one table, from its VALID cells only: an INVALID
     cell is shown in the tables but never drives a sentence. ``table`` and ``phases`` are the
     shown ones, reused when no cell is INVALID."""
@@ -120,17 +133,17 @@ def valid_interpretation(cells: pd.DataFrame, pools: list[str], baseline: str, b
         return [why], "Every measured cell is INVALID (see Details): there is nothing to conclude or recommend."
     if invalid:
         table, phases = comparison_table(valid, pools, baseline), phase_tables(valid, pools, baseline)
-    items, conclusion = _interpretation(table, valid, pools, baseline, budget_ms, phases)
+    items, conclusion = _interpretation(table, valid, pools, baseline, budget_ms, phases, boot)
     if invalid:
         items.append(f"{invalid} INVALID cell(s) are left out of these sentences (see Details).")
     return items, conclusion
 
 
 def _interpretation(table: pd.DataFrame, cells: pd.DataFrame, pools: list[str], baseline: str,
-                    budget_ms: float | None = None, phases: dict | None = None) -> tuple[list, str]:
+                    budget_ms: float | None = None, phases: dict | None = None, boot: dict | None = None) -> tuple[list, str]:
     labels = {p: column_prefix(p) for p in pools}
     bs = table["batch_size"]
-    items, best_other = _speedup_sentences(table, cells, pools, baseline)
+    items, best_other = _speedup_sentences(table, cells, pools, baseline, boot)
     for phase, phase_table in (phases or {}).items():
         items += _phase_sentences(phase, phase_table, pools, baseline)
     mem = []

@@ -10,6 +10,7 @@ import pandas as pd
 from bench_protocol.accuracy import DEFAULT_AGREEMENT
 from bench_protocol.metrics import UNSTABLE_PCT, metric
 
+from ..combined import basis_note, combine_repeats
 from ..cost import cheapest, cost_frame
 from ..document import MORE_ROWS, Bullets, Document, Heading, HtmlOnly, Image, Para, Table
 from ..fastest import WORKLOAD_AXES, best_vs_best, candidates, sentence
@@ -25,6 +26,7 @@ from ..tables import (
     generation_table,
     labelled,
     phase_tables,
+    speedup_intervals,
     varying_axes,
 )
 from .context import MD_COMBOS, MD_ROWS, ReportContext, _known, report_context
@@ -105,7 +107,7 @@ def _combinations(ctx: ReportContext) -> tuple:
         phases = phase_tables(cells, pools, baseline)
         for phase, phase_table in phases.items():
             blocks += [Heading(level, PHASE_TITLES[phase]), Table(phase_table, md_rows=MD_ROWS)]
-        items, conclusion = valid_interpretation(cells, pools, baseline, ctx.budget, table, phases)
+        items, conclusion = valid_interpretation(cells, pools, baseline, ctx.budget, table, phases, ctx.boot)
         blocks += [Heading(level, "Interpretation"), Bullets(items, loose=True)]
         out.append((combo, blocks, conclusion))
     return tuple(out)
@@ -135,6 +137,26 @@ def conclusion(ctx: ReportContext) -> list:
         workload = tuple(a for a in WORKLOAD_AXES if fastest[a].nunique() > 1)
         out.append(Para(" ".join(sentence(row, workload) for _, row in fastest.iterrows())))
     return out
+
+
+def speedups_with_intervals(ctx: ReportContext) -> list:
+    """Every speedup of the comparison tables with its 95% interval and the verdict it gives
+    (after the Conclusion: the seed's sections stay as the seed has them)."""
+    shown = varying_axes(list(ctx.combos))
+    out: list = []
+    for i, combo in enumerate(ctx.combos):
+        cells = combo_cells(ctx.frame, combo)
+        table = speedup_intervals(cells, ctx.pools, ctx.baseline, ctx.boot)
+        if table is None:
+            continue
+        blocks = ([Heading(3, combo_title(combo, shown))] if len(ctx.combos) > 1 else []) + [Table(table, md_rows=MD_ROWS)]
+        out += [HtmlOnly(blocks)] if ctx.large and i >= MD_COMBOS else blocks
+    if not out:
+        return []
+    return [Heading(2, "Speedups with 95% intervals"),
+            Para(f"Each pool's latency speedup over {display_name(ctx.baseline)} per batch size; faster or slower only "
+                 f"when the whole interval lies on one side of 1. {basis_note(ctx.frame)} A pair with an INVALID cell "
+                 "is not judged."), *out]
 
 
 def fastest_way(ctx: ReportContext) -> list:
@@ -290,17 +312,29 @@ def method_lines(doc: dict) -> list[str]:
                 methods.setdefault(name, f"not measured: {t.get('reason') or 'no reason given'}")
     lines = [
         f"Warm-up: {rules.get('warmup')} calls excluded after the cold first call; timing stops when both "
-        f"{rules.get('min_iterations')} iterations and {rules.get('min_time')} s are reached (at most {rules.get('max_time')} s).",
+        f"{rules.get('min_iterations')} iterations and {rules.get('min_time')} s are reached"
+        + (f", and then when the 95% interval of the mean latency is within ±{rules['precision']:g}% of it (--precision; "
+           "VALID rests on that interval instead of the CV)" if rules.get("precision") else "")
+        + f" (at most {rules.get('max_time')} s).",
         "Latency: CUDA events read after one synchronize on GPUs, perf_counter_ns on CPUs; throughput_mean = batch size / mean latency.",
         f"Validity: INVALID when fewer iterations than asked, latency CV above {CV_THRESHOLD:.0%}, a tracker the device "
         "should have failed (a missing GPU power reading does not count), the GPU was throttled by heat, the outputs left "
         f"the fp32 eager reference (top-1 or token agreement below {DEFAULT_AGREEMENT:.0%}), or another worker measured "
         "on the same host at the same time.",
+        basis_note_of_run(doc),
         "gpu_memory_mb_max: torch.cuda.max_memory_reserved over the cell; cpu_memory_mb_max: peak process RSS over the cell; "
         f"both in {metric('cpu_memory_mb_max').unit} (2^20 bytes), under the seed report's column names.",
     ]
     lines += [f"{name}: {m}" for name, m in sorted(methods.items())]
     return lines
+
+
+def basis_note_of_run(doc: dict) -> str:
+    repeats = doc.get("run", {}).get("spec", {}).get("repeats") or 1
+    if repeats > 1:
+        return (f"Repeats: each cell measured {repeats} times, repeat k of every cell before repeat k+1 of any; the tables "
+                "show the mean of a cell's repeats, and a combined cell is VALID when every repeat is.")
+    return "Repeats: each cell measured once (--repeats N measures each N times, spread through the sweep)."
 
 
 def plots(ctx: ReportContext) -> list:
@@ -310,15 +344,19 @@ def plots(ctx: ReportContext) -> list:
 # The report, in order. A new section is one function above and one name here.
 SECTIONS = (
     title_and_summary, system_information, model_information, sweep_summary, performance_comparison, conclusion,
-    fastest_way, best_vs_best_section, serving, cheapest_way_to_serve, hardware, details, failed_cells, missing_cells, cells_by_host, how_measured,
+    speedups_with_intervals, fastest_way, best_vs_best_section, serving, cheapest_way_to_serve, hardware, details, failed_cells, missing_cells, cells_by_host, how_measured,
     plots,
 )
 
 
-def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tables: dict | None = None) -> Document:
+def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tables: dict | None = None,
+          boot: dict | None = None) -> Document:
     """The report's blocks, in the seed's sections and then ours; ``tables`` are the comparison
-    tables when the caller has them already."""
-    ctx = report_context(doc, frame, images, tables)
+    tables when the caller has them already. ``frame``: a row per record (its repeats are
+    combined here) or already combined, with ``boot`` its bootstrap means (combined.py)."""
+    if "repeats" not in frame.columns:
+        frame, boot = combine_repeats(frame, doc)
+    ctx = report_context(doc, frame, images, tables, boot or {})
     d = Document()
     for section in SECTIONS:
         d.add(*section(ctx))
