@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench_protocol.metrics import METRICS
+from bench_protocol.metrics import COUNT_METRICS, METRICS
 from bench_protocol.spec import AXES, REPLICATE_AXES
 
 from .intervals import BASIS_ITERATIONS, BASIS_REPEATS, boot_means, intervals
@@ -63,6 +63,9 @@ def combine_repeats(frame: pd.DataFrame, doc: dict) -> tuple[pd.DataFrame, dict[
             basis.append(BASIS_ITERATIONS)
         else:
             row.update(ok[numeric].mean(numeric_only=True).to_dict())
+            # Counts stay whole: the iterations behind the mean are all the repeats', the others their largest.
+            row.update(ok[COUNT_METRICS].max().to_dict())
+            row["n_iterations"] = ok["n_iterations"].sum(min_count=1)
             # The combined cell is VALID when every repeat is; the reasons name their repeat.
             bad = ok[ok["valid"] == False]  # noqa: E712 (object column)
             row["valid"] = bad.empty

@@ -1,6 +1,7 @@
 """The fastest way to run the model on each pool: the (dtype, variant, batch size) of the
 highest throughput, optionally within a p99 latency budget, and whether it beats the runner-up
-beyond the noise of both (the noise ``compare`` uses). INVALID cells are never candidates, so a
+by the 95% interval of the throughput ratio (intervals.py; the noise ``compare`` uses where
+there is none). INVALID cells are never candidates, so a
 runtime or dtype that changed the model's answers (accuracy) never wins. ``best_vs_best`` sets
 each pool's fastest cell against the baseline's fastest at the same batch size: each device on
 its own best stack, beside the like-for-like tables."""

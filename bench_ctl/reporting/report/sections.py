@@ -166,7 +166,8 @@ def fastest_way(ctx: ReportContext) -> list:
     return [Heading(2, "Fastest way to run it"),
             Para("Per pool: the dtype, variant (runtime) and batch size of the highest throughput among VALID cells"
                  + (f" whose p99 latency fits {budget:g} ms" if budget is not None else "")
-                 + "; a winner is named only where it beats the runner-up beyond the noise of both. A cell whose outputs "
+                 + "; a winner is named only where the 95% interval of its throughput over the runner-up's lies above 1 "
+                 "(the noise rule of both where no interval can be drawn). A cell whose outputs "
                  "left its fp32 eager reference is INVALID, so it never wins."),
             Table(shown.rename(columns=AXIS_HEADERS), floatfmt=".4g", md_rows=MD_ROWS)]
 
