@@ -53,6 +53,26 @@ def history(
     typer.echo(runs[["date (UTC)", "run_id", "model", "pools", "cells", "ok", "hosts"]].to_markdown(index=False))
 
 
+def _step_lines(cells) -> list[str]:
+    """'Steps: ...' under the trend table: per series, each step and what changed at it."""
+    from bench_protocol.spec import COMBO_AXES
+
+    from ..history.steps import series_steps
+
+    key = ["batch_size", *COMBO_AXES]
+    steps = series_steps(cells, key)
+    head = ("Steps (a level of the mean latency that moved and held, over runs oldest first; "
+            "bench_ctl/history/steps.py):")
+    if steps.empty:
+        return ["", head, "- none: no series moved to a new level"]
+    lines = ["", head]
+    for _, st in steps.iterrows():
+        where = f"b{int(st['batch_size'])} s{int(st['seq_len'])} {st['dtype']} {st['variant']} {st['task']} {st['scenario']}"
+        lines.append(f"- {where}: from run {st['run_id']} ({_when(st['created'])}) {st['before_ms']:.4g} → "
+                     f"{st['after_ms']:.4g} ms ({st['change_pct']:+.1f}%); what changed: {st['what_changed']}")
+    return lines
+
+
 @history_app.command()
 def trend(
     model: Annotated[str, typer.Option("--model", help="the model (as its records name it)")],
@@ -61,7 +81,8 @@ def trend(
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="only this dtype")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for trend.png")] = Path("."),
 ):
-    """A cell's latency and throughput over time, per host fingerprint; trend.png marks where
+    """A cell's latency and throughput over time, per host fingerprint; the steps in each series
+    (a level that moved and held) with what changed in the fingerprint; trend.png marks where
     torch or the GPU driver changed."""
     from ..history.database import History
     from ..reporting.document import markdown_table
@@ -78,6 +99,8 @@ def trend(
     cols = ["date (UTC)", "run_id", "host", "fingerprint", "batch_size", "seq_len", "dtype", "variant", "task",
             "latency_ms_mean", "throughput_mean", "torch", "gpu_driver"]
     typer.echo(markdown_table(cells[cols]))
+    for line in _step_lines(cells):
+        typer.echo(line)
     path = make_out_dir(out) / "trend.png"
     trend_plot(cells, path, f"{model} on {pool}")
     typer.echo(f"plot: {path}")
