@@ -95,6 +95,7 @@ def step_gpu() -> None:
     _guarded("oom", lambda: _oom(cache))
     _guarded("server", lambda: _server(cache))
     _guarded("generate", lambda: _generate(cache))
+    _guarded("precision", lambda: _precision(cache))
     _guarded("ort", lambda: _ort(cache))
     with cuda_device.scope(torch, device):  # the bf16 ceiling against the spec sheet
         bf16 = PEAKS.get(torch, device, "bf16")
@@ -148,6 +149,21 @@ def _generate(cache) -> None:
           call_ms=(m.get("latency_ms") or {}).get("mean"), ttft_ms=(m.get("ttft_ms") or {}).get("mean"),
           decode_ms=(m.get("decode_ms_per_token") or {}).get("mean"), steps=m.get("decode_steps_per_call"),
           tokens_per_s=m.get("decode_tokens_per_s_batch"), gpu_avg_power_w=m.get("gpu_avg_power_w"))
+
+
+def _precision(cache) -> None:
+    """--precision on a GPU: the CUDA timer read between iterations (a synchronise outside the
+    timed calls) until the mean's 95% interval is within 0.5%."""
+    import dataclasses
+
+    from bench_workers.cell.measure import measure_cell
+
+    cell = _cell("cuda", 8, min_time=0.2, iterations=5)
+    cell = dataclasses.replace(cell, rules=dataclasses.replace(cell.rules, precision=0.5, max_time=20.0))
+    rec = measure_cell(cell, "cuda:0", cache=cache)
+    lat = (rec.get("metrics") or {}).get("latency_ms") or {}
+    _emit(check="precision", status=rec.get("status"), error=rec.get("error"), n=lat.get("n"), mean=lat.get("mean"),
+          ci95_pct=lat.get("ci95_pct"), cv=lat.get("cv"))
 
 
 def _ort(cache) -> None:
@@ -341,6 +357,11 @@ def _judge_gpu(c: Check, gpu: list[dict], gpu_name: str | None) -> dict:
               gen.get("status") == "ok" and bool(parts and call and abs(parts / call - 1) <= 0.15),
               f"call {call} ms, TTFT {ttft} ms, decode {dec} ms/token x {steps}, {gen.get('tokens_per_s')} tokens/s, "
               f"{gen.get('error') or gen.get('exception') or ''}")
+    pr = _by(gpu, "precision")
+    c.verdict("--precision 0.5 (b8): timed until the mean's 95% interval is within ±0.5%",
+              pr.get("status") == "ok" and pr.get("ci95_pct") is not None and pr["ci95_pct"] <= 0.5,
+              f"{pr.get('n')} iterations, mean {pr.get('mean')} ms, ±{pr.get('ci95_pct')}%, cv {pr.get('cv')}, "
+              f"{pr.get('error') or pr.get('exception') or ''}")
     ort = _by(gpu, "ort")
     err = ort.get("error") or {}
     on_gpu = ort.get("status") == "ok" and "CUDAExecutionProvider" in str(ort.get("runtime"))
@@ -403,8 +424,9 @@ def main() -> int:
               f"{speedup:.1f}x ({cpu_ms:.1f} ms / {gpu_ms:.3f} ms)" if speedup else "no figure")
 
     report = Path(tempfile.mkdtemp(prefix="gpu-check-report-"))
-    rc = c.step("report", 90, args=[sys.executable, "-m", "bench_ctl.cli", "run", "--devices", "cpu,cuda",
-                                    "--batch-sizes", "1,32", "--iterations", "5", "--min-time", "0.5", "--out", str(report)])
+    rc = c.step("report", 120, args=[sys.executable, "-m", "bench_ctl.cli", "run", "--devices", "cpu,cuda",
+                                    "--batch-sizes", "1,32", "--iterations", "5", "--min-time", "0.5", "--repeats", "2",
+                                    "--out", str(report)])
     md = report / "report.md"
     if md.exists():
         text = md.read_text()
@@ -412,6 +434,10 @@ def main() -> int:
         name = u.get("name")
         c.verdict("the seed report from cpu,cuda names the GPU", bool(name) and name in text and "No GPU information" not in text,
                   f"{name!r} {'in' if name and name in text else 'not in'} its {len(text)} characters")
+        row = next((line for line in text.splitlines() if line.startswith("|") and line.split("|")[1].strip() == "32"
+                    and "x (" in line), "")
+        c.verdict("--repeats 2: the b32 GPU speedup with its 95% interval over repeats, judged faster",
+                  "over each cell's repeats" in text and "faster" in row, row.strip() or "no b32 row with an interval")
     else:
         c.verdict("the seed report from cpu,cuda", False, f"no report.md ({rc})")
     failed = sum(line.startswith("FAIL") for line in c.lines)

@@ -86,8 +86,10 @@ def basis_note(frame: pd.DataFrame) -> str:
         return "No 95% intervals: no cell has two iterations or two repeats."
     if bases == {BASIS_REPEATS}:
         n = sorted({int(v) for v in frame["repeats"] if v})
+        crude = (" With fewer than 5 repeats a bootstrap cannot reach beyond the repeats' own range, so these "
+                 "intervals are too narrow: --repeats 5 or more for intervals to trust.") if min(n) < 5 else ""
         return (f"95% intervals: a seeded bootstrap over each cell's repeats ({'/'.join(map(str, n))} per cell, spread "
-                "through the sweep).")
+                f"through the sweep).{crude}")
     if bases == {BASIS_ITERATIONS}:
         return ("95% intervals: a seeded bootstrap over each cell's iterations (one repeat per cell: narrower than the "
                 "spread between runs; --repeats N gives intervals over repeats).")
