@@ -168,3 +168,19 @@ def test_a_cell_with_a_precision_times_until_its_mean_is_that_tight(tiny_model):
     # Either the interval got that tight, or max-time ran out (a very busy host): never a stop short of both.
     assert lat["ci95_pct"] <= 3.0 or sum(rec["latencies_ms"]) / 1e3 >= 20.0 * 0.9, lat
     assert lat["n"] >= 3 and rec["rules"]["precision"] == 3.0
+
+
+def test_compare_and_the_history_take_a_cell_s_repeats_as_one():
+    from bench_ctl.history.regression import against_history
+    from bench_ctl.reporting.compare import compare
+
+    old = _repeated({"cpu": [440.0, 450.0, 460.0], "cuda": [16.0, 16.2, 16.1]})
+    new = _repeated({"cpu": [540.0, 550.0, 560.0], "cuda": [16.1, 16.0, 16.2]})
+    table = compare(old, new).set_index("pool")
+    assert len(table) == 2 and "repeat" not in table.columns
+    assert table.at["cpu", "latency_ms_mean_old"] == pytest.approx(450.0)
+    assert table.at["cpu", "latency_change_pct"] == pytest.approx(100 * (550 / 450 - 1))
+    past = cells_frame(old).assign(created=1.0, valid=1.0)
+    judged = against_history(cells_frame(new), past, 5).set_index("pool")
+    assert len(judged) == 2 and judged.at["cpu", "runs"] == 1
+    assert judged.at["cpu", "latency_ms_mean_old"] == pytest.approx(450.0)

@@ -6,18 +6,35 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench_protocol.spec import AXES
+from bench_protocol.spec import AXES, REPLICATE_AXES
 
 from ..reporting.compare import INVALID, noise_pct
 
-KEY = [*AXES, "fingerprint_id"]
+CELL_AXES_NO_REPEAT = [a for a in AXES if a not in REPLICATE_AXES]
+KEY = [*CELL_AXES_NO_REPEAT, "fingerprint_id"]
+
+
+def _per_run(cells: pd.DataFrame) -> pd.DataFrame:
+    """A run's repeats of a cell as one row: the mean of their figures, VALID when every one is."""
+    if cells.empty:
+        return cells
+    valid = (cells["valid"] != 0) & (cells["valid"] != False)  # noqa: E712 (the history keeps 1.0 / 0.0)
+    return (cells.assign(valid=valid)
+                 .groupby([*KEY, "run_id"], dropna=False, sort=False)
+                 .agg(latency_ms_mean=("latency_ms_mean", "mean"), throughput_mean=("throughput_mean", "mean"),
+                      latency_cv=("latency_cv", "mean"), valid=("valid", "all"), created=("created", "first"))
+                 .reset_index())
 
 
 def against_history(candidate: pd.DataFrame, past: pd.DataFrame, last: int) -> pd.DataFrame:
-    """``candidate``: the run's frame; ``past``: history cells of the same model from other runs."""
-    new = candidate[candidate["status"] == "ok"]
+    """``candidate``: the run's frame; ``past``: history cells of the same model from other runs.
+    A cell's repeats count as one figure per run (their mean) on both sides."""
+    if "created" not in candidate:
+        candidate = candidate.assign(created=np.nan)
+    new = _per_run(candidate[candidate["status"] == "ok"])
     # INVALID past cells are no baseline; an INVALID candidate cell is listed, not judged.
-    old = past[(past["status"] == "ok") & (past["valid"] != 0) & (past["valid"] != False)]  # noqa: E712
+    old = _per_run(past[past["status"] == "ok"])
+    old = old[old["valid"]] if len(old) else old
     # The last N runs per cell coordinates and fingerprint, newest first.
     old = old.sort_values("created", ascending=False).groupby(KEY, dropna=False).head(last)
     base = old.groupby(KEY, dropna=False).agg(
@@ -36,7 +53,7 @@ def against_history(candidate: pd.DataFrame, past: pd.DataFrame, last: int) -> p
     untrusted = (both["valid"] == 0) | (both["valid"] == False)  # noqa: E712
     both.loc[untrusted, "verdict"] = INVALID
     both = pd.concat([both[~untrusted], both[untrusted]])
-    return both[[*AXES, "runs", "latency_ms_mean_old", "latency_ms_mean_new", "latency_change_pct",
+    return both[[*CELL_AXES_NO_REPEAT, "runs", "latency_ms_mean_old", "latency_ms_mean_new", "latency_change_pct",
                  "throughput_mean_old", "throughput_mean_new", "throughput_change_pct", "noise_pct", "verdict"]]
 
 

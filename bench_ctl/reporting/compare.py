@@ -7,11 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench_protocol.spec import AXES
+from bench_protocol.spec import AXES, REPLICATE_AXES
 
+from .combined import combine_repeats
 from .frame import cells_frame
 
-KEY = list(AXES)
+KEY = [a for a in AXES if a not in REPLICATE_AXES]  # a cell's repeats are compared as one
 INVALID = "INVALID (not judged)"
 
 
@@ -50,8 +51,19 @@ def median_ratio_interval(old, new, rounds: int = BOOTSTRAP_ROUNDS, level: float
     return float(low), float(high)
 
 
+def base_id(cell_id) -> str:
+    """A cell id without its repeat: the id every repeat of the cell shares."""
+    head, _, last = str(cell_id).rpartition(":")
+    return head if last[:1] == "r" and last[1:].isdigit() else str(cell_id)
+
+
 def _raw(doc: dict) -> dict:
-    return {rec.get("cell_id"): rec.get("latencies_ms") for rec in doc.get("cells") or []}
+    """Each cell's raw latencies, every repeat's pooled, by :func:`base_id`."""
+    out: dict = {}
+    for rec in doc.get("cells") or []:
+        if rec.get("latencies_ms") is not None:
+            out.setdefault(base_id(rec.get("cell_id")), []).extend(rec["latencies_ms"])
+    return out
 
 
 def compare(old_doc: dict, new_doc: dict) -> pd.DataFrame:
@@ -59,14 +71,14 @@ def compare(old_doc: dict, new_doc: dict) -> pd.DataFrame:
     (a bootstrap interval of the ratio of medians: REGRESSION when the whole interval lies above
     1 and the change is also beyond the noise rule, improvement when below), or from the noise
     rule alone where raw latencies are too few. The test used is named in the ``test`` column."""
-    old, new = cells_frame(old_doc), cells_frame(new_doc)
+    old, new = combine_repeats(cells_frame(old_doc), old_doc)[0], combine_repeats(cells_frame(new_doc), new_doc)[0]
     cols = KEY + ["cell_id", "latency_ms_mean", "throughput_mean", "latency_cv", "valid"]
     both = old[old.status == "ok"][cols].merge(new[new.status == "ok"][cols], on=KEY, suffixes=("_old", "_new"))
     both["latency_change_pct"] = 100 * (both["latency_ms_mean_new"] / both["latency_ms_mean_old"] - 1)
     both["throughput_change_pct"] = 100 * (both["throughput_mean_new"] / both["throughput_mean_old"] - 1)
     both["noise_pct"] = noise_pct(both["latency_cv_old"], both["latency_cv_new"])
     raw_old, raw_new = _raw(old_doc), _raw(new_doc)
-    intervals = [median_ratio_interval(raw_old.get(a), raw_new.get(b))
+    intervals = [median_ratio_interval(raw_old.get(base_id(a)), raw_new.get(base_id(b)))
                  for a, b in zip(both["cell_id_old"], both["cell_id_new"])]
     both["median_ratio_ci"] = [f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—" for ci in intervals]
     both["test"] = [TEST_BOOTSTRAP if ci else TEST_NOISE for ci in intervals]
