@@ -106,7 +106,7 @@ def load_results(path: str | Path) -> dict:
 
 # The JSON type each field of a cell record must have, where it is present (None allowed).
 _FIELD_TYPES = {"cell_id": str, "run_id": str, "pool": str, "status": str, "dtype": str, "variant": str, "task": str,
-                "batch_size": int, "seq_len": int, "new_tokens": int, "metrics": dict, "error": dict, "model": dict,
+                "batch_size": int, "seq_len": int, "new_tokens": int, "scenario": str, "repeat": int, "allocator": dict, "metrics": dict, "error": dict, "model": dict,
                 "trackers": dict, "latencies_ms": list, "peaks": dict, "fingerprint_id": str, "host": str, "worker": str}
 _JSON_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
 

@@ -9,13 +9,20 @@ figure is the median over rounds of the per-round ratio harness/bare, per batch 
 
 --sampled-rss also runs the harness with the psutil RSS sampler instead of the kernel's
 peak counter, to show that a sampler thread does not steal the CPU it measures.
+
+--fresh also times the bare loop in a fresh process of its own (the model loaded there, nothing
+run before it), twice: with glibc's allocator as it comes and in the state every cell declares
+(bench_workers/cell/allocator.py). A bare loop in the harness's process inherits whatever the
+harness ran before (its GEMM ceilings leave glibc's thresholds raised); a fresh one does not.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -48,12 +55,37 @@ def bare_ms(model, feeds, iters: int) -> float:
         return timer.timeit(iters).mean * 1e3
 
 
+def fresh_bare_ms(batch: int, seq: int, iters: int, declared: bool) -> float:
+    """The bare loop in a process of its own: the model built there, then only the loop."""
+    env = {**os.environ, "BENCHCTL_ALLOCATOR": "" if declared else "default"}
+    res = subprocess.run([sys.executable, __file__, "--bare-child", f"{batch},{seq},{iters}"], capture_output=True,
+                         text=True, timeout=900, env=env)
+    if res.returncode != 0:
+        sys.exit(f"fresh bare loop failed: {res.stderr[-500:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])["ms"]
+
+
+def bare_child(spec: str) -> None:
+    batch, seq, iters = (int(v) for v in spec.split(","))
+    from bench_workers.cell import allocator
+    from bench_workers.cell.models import load_model
+
+    allocator.declare()  # as a measuring process does first (a no-op under BENCHCTL_ALLOCATOR=default)
+    model = load_model(ModelRef()).model.eval()
+    feeds = inputs.synthetic(torch, batch, seq, model.config.vocab_size, torch.device("cpu"))
+    print(json.dumps({"ms": bare_ms(model, feeds, iters)}))
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--bare-child":
+        bare_child(sys.argv[2])
+        return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--batch-sizes", default="1,8,32")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--sampled-rss", action="store_true")
+    p.add_argument("--fresh", action="store_true", help="also a bare loop in a fresh process, both allocator states")
     args = p.parse_args()
     batches = [int(b) for b in args.batch_sizes.split(",")]
     cache = ModelCache()
@@ -83,11 +115,17 @@ def main() -> None:
                 ratios[(v, b)].append(h / ((bare_a + bare_b) / 2))
                 print(f"round {rnd + 1} {v:16s} b{b:<3d} harness {h:9.2f} ms  bare {bare_a:9.2f}/{bare_b:9.2f} ms  "
                       f"ratio {ratios[(v, b)][-1]:.3f}", flush=True)
+                if args.fresh and v == "harness":
+                    for declared, name in ((False, "fresh, glibc as is"), (True, "fresh, declared")):
+                        f = fresh_bare_ms(b, args.seq_len, n, declared)
+                        ratios.setdefault((name, b), []).append(h / f)
+                        print(f"round {rnd + 1} {name:20s} b{b:<3d} bare {f:9.2f} ms  harness/bare {h / f:.3f}", flush=True)
     print("\nmedian ratio harness/bare (1.00 = identical timing):")
-    for v in variants:
+    shown = variants + (["fresh, glibc as is", "fresh, declared"] if args.fresh else [])
+    for v in shown:
         for b in batches:
             rs = ratios[(v, b)]
-            print(f"  {v:16s} batch {b:3d}: {statistics.median(rs):.3f}  (rounds: {', '.join(f'{r:.3f}' for r in rs)})")
+            print(f"  {v:20s} batch {b:3d}: {statistics.median(rs):.3f}  (rounds: {', '.join(f'{r:.3f}' for r in rs)})")
 
 
 if __name__ == "__main__":

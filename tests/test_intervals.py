@@ -184,3 +184,53 @@ def test_compare_and_the_history_take_a_cell_s_repeats_as_one():
     judged = against_history(cells_frame(new), past, 5).set_index("pool")
     assert len(judged) == 2 and judged.at["cpu", "runs"] == 1
     assert judged.at["cpu", "latency_ms_mean_old"] == pytest.approx(450.0)
+
+
+def _fleet(slow_host_factor: float = 1.25) -> dict:
+    """The seed's CPU cell at batch sizes 1..4, each measured 3 times on each of three hosts of
+    pool cpu; host c is slower by ``slow_host_factor`` and runs another CPU governor."""
+    doc = seed_document()
+    base = next(c for c in doc["cells"] if c["pool"] == "cpu")
+    fps = {}
+    rng = np.random.default_rng(5)
+    cells = []
+    for h, host in enumerate(("a", "b", "c")):
+        fp_id = f"fp-{host}"
+        fps[fp_id] = {**doc["fingerprints"]["cpuhost0000"], "fingerprint_id": fp_id, "hostname": host,
+                      "cpu_governor": "powersave" if host == "c" else "performance"}
+        for bs in (1, 2, 3, 4):
+            for r in range(3):
+                c = copy.deepcopy(base)
+                lat = 50.0 * bs * (slow_host_factor if host == "c" else 1.0) * rng.lognormal(0, 0.02)
+                c.update(batch_size=bs, repeat=3 * h + r, host=host, worker=f"w@{host}", fingerprint_id=fp_id)
+                c["cell_id"] = c["cell_id"].replace(":b8:", f":b{bs}:").replace(":r0", f":r{3 * h + r}")
+                c["metrics"]["latency_ms"]["mean"] = lat
+                c["latencies_ms"] = [lat] * 3
+                cells.append(c)
+    doc["cells"], doc["fingerprints"] = cells, fps
+    return doc
+
+
+def test_hosts_of_one_pool_split_the_spread_and_name_the_outlier():
+    from bench_ctl.reporting.hosts import host_spread
+
+    doc = _fleet()
+    pools, hosts = host_spread(cells_frame(doc), doc["fingerprints"])
+    row = pools.set_index("pool").loc["cpu"]
+    assert row["hosts"] == 3 and row["records"] == 36
+    assert row["between_host_pct"] > 8 and row["within_host_pct"] < 4, row.to_dict()
+    by_host = hosts.set_index("host")
+    assert list(by_host["outlier"]) == ["", "", "OUTLIER"]
+    assert by_host.at["c", "median_vs_pool_pct"] == pytest.approx(25, abs=4)
+    assert "cpu_governor powersave vs performance" in by_host.at["c", "why"]
+    md = to_markdown(build(doc, cells_frame(doc)))
+    assert "## Hosts of one pool" in md and "OUTLIER" in md
+
+
+def test_hosts_alike_are_no_outliers():
+    from bench_ctl.reporting.hosts import host_spread
+
+    doc = _fleet(slow_host_factor=1.0)
+    pools, hosts = host_spread(cells_frame(doc), doc["fingerprints"])
+    assert not (hosts["outlier"] == "OUTLIER").any() and pools["between_host_pct"].iloc[0] < 2
+    assert host_spread(cells_frame(seed_document()), {})[0].empty  # one host per pool: no section

@@ -171,11 +171,15 @@ def dtype_table(frame: pd.DataFrame) -> pd.DataFrame | None:
     return out.reset_index()
 
 
-def speedup_intervals(cells: pd.DataFrame, pools: list[str], baseline: str, boot: dict) -> pd.DataFrame | None:
+def speedup_intervals(cells: pd.DataFrame, pools: list[str], baseline: str, boot: dict,
+                      between: dict | None = None) -> pd.DataFrame | None:
     """Each pool's latency speedup over the baseline per batch size, with its 95% interval and
-    the verdict the interval gives (bench_ctl/reporting/intervals.py); None with one pool."""
+    the verdict the interval gives (bench_ctl/reporting/intervals.py); None with one pool.
+    ``between``: pools' between-host spread (%, hosts.py), which widens their intervals."""
+    from .hosts import combine_between, widened
     from .intervals import fmt_ratio, ratio, verdict
 
+    between = between or {}
     ok = cells[cells["status"] == "ok"]
     others = [p for p in pools if p != baseline]
     if not others or ok.empty:
@@ -196,7 +200,9 @@ def speedup_intervals(cells: pd.DataFrame, pools: list[str], baseline: str, boot
                 row[f"{name}_speedup"], row[f"{name}_verdict"] = "—", "INVALID (not judged)"
                 continue
             ci = ratio(boot.get(ids.at[bs, baseline]), boot.get(ids.at[bs, other]))
-            row[f"{name}_speedup"] = fmt_ratio(means.at[bs, baseline] / means.at[bs, other], ci)
+            value = means.at[bs, baseline] / means.at[bs, other]
+            ci = widened(ci, value, combine_between(between.get(baseline, 0.0), between.get(other, 0.0)))
+            row[f"{name}_speedup"] = fmt_ratio(value, ci)
             row[f"{name}_verdict"] = verdict(ci) or "no interval"
         rows.append(row)
     return pd.DataFrame(rows)

@@ -28,7 +28,7 @@ from ..trackers.host_load import HostLoadTracker
 from ..trackers.latency import LatencyTracker
 from ..trackers.rapl import RaplTracker
 from ..trackers.rss import PeakRssTracker
-from . import accuracy, attention, dtypes, generation, inputs, served
+from . import accuracy, allocator, attention, dtypes, generation, inputs, served
 from .flops import count_flops, weight_bytes
 from .memory_limit import address_space_cap
 from .models import ModelNotFound, WeightsUnavailable, load_model
@@ -156,7 +156,7 @@ def measure_cell(cell: CellSpec, device_name: str, *, cache: ModelCache | None =
     base = {"cell_id": cell.cell_id, "run_id": cell.run_id, **cell.coordinates()}
     started = time.time()
     extra = {"device": device_name, "input": cell.model.input, "rules": _rules_dict(cell), "started_at": started,
-             **(context or {})}
+             "allocator": allocator.declare(), **(context or {})}
     failure = None
     try:
         record = _measure(cell, device_name, cache, allowed_dirs, started)

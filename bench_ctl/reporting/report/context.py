@@ -68,7 +68,18 @@ class ReportContext:
     fastest: pd.DataFrame
     images: list[Image] | None = None
     boot: dict = field(default_factory=dict)  # bootstrap means of each cell's mean latency, by cell id
+    records: pd.DataFrame | None = None  # a row per record (every repeat), where frame combines them
     memo: dict = field(default_factory=dict)  # what more than one section reads, made once
+
+    @property
+    def hosts(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Hosts of one pool (hosts.py): per pool and per host, from every record."""
+        if "hosts" not in self.memo:
+            from ..hosts import host_spread
+
+            self.memo["hosts"] = host_spread(self.records if self.records is not None else self.frame,
+                                             self.doc.get("fingerprints") or {})
+        return self.memo["hosts"]
 
     @property
     def large(self) -> bool:
@@ -80,7 +91,8 @@ class ReportContext:
 
 
 def report_context(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None,
-                   tables: dict | None = None, boot: dict | None = None) -> ReportContext:
+                   tables: dict | None = None, boot: dict | None = None,
+                   records: pd.DataFrame | None = None) -> ReportContext:
     pools = run_pools(doc)
     baseline = run_baseline(doc, pools)
     info = model_info(doc)
@@ -88,4 +100,4 @@ def report_context(doc: dict, frame: pd.DataFrame, images: list[Image] | None = 
     return ReportContext(doc, frame, pools, baseline, budget, info,
                          model_display(info.get("model_type"), info.get("model", "model")),
                          tables if tables is not None else comparison_tables(frame, pools, baseline),
-                         fastest_ways(frame, budget, boot), images, boot or {})
+                         fastest_ways(frame, budget, boot), images, boot or {}, records)

@@ -15,6 +15,7 @@ from ..cost import cheapest, cost_frame
 from ..document import MORE_ROWS, Bullets, Document, Heading, HtmlOnly, Image, Para, Table
 from ..fastest import WORKLOAD_AXES, best_vs_best, candidates, sentence
 from ..frame import CV_THRESHOLD
+from ..hosts import OUTLIER_PCT, pool_between
 from ..labels import display_name
 from ..tables import (
     AXIS_HEADERS,
@@ -146,7 +147,7 @@ def speedups_with_intervals(ctx: ReportContext) -> list:
     out: list = []
     for i, combo in enumerate(ctx.combos):
         cells = combo_cells(ctx.frame, combo)
-        table = speedup_intervals(cells, ctx.pools, ctx.baseline, ctx.boot)
+        table = speedup_intervals(cells, ctx.pools, ctx.baseline, ctx.boot, pool_between(ctx.hosts[0]))
         if table is None:
             continue
         blocks = ([Heading(3, combo_title(combo, shown))] if len(ctx.combos) > 1 else []) + [Table(table, md_rows=MD_ROWS)]
@@ -157,6 +158,23 @@ def speedups_with_intervals(ctx: ReportContext) -> list:
             Para(f"Each pool's latency speedup over {display_name(ctx.baseline)} per batch size; faster or slower only "
                  f"when the whole interval lies on one side of 1. {basis_note(ctx.frame)} A pair with an INVALID cell "
                  "is not judged."), *out]
+
+
+def hosts_of_one_pool(ctx: ReportContext) -> list:
+    """Per pool of two or more hosts: the spread between hosts and within one, and the outliers."""
+    pools, hosts = ctx.hosts
+    if pools.empty:
+        return []
+    widened = ", ".join(display_name(p) for p in pools["pool"])
+    return [Heading(2, "Hosts of one pool"),
+            Para("Each record's mean latency relative to its cell's mean over the pool. between_host_pct: the spread of "
+                 "the hosts' means beyond what the noise within one host explains (one-way random effects); "
+                 "within_host_pct: the spread of one host's records of a cell. A host whose median is more than "
+                 f"{OUTLIER_PCT:g}% or three robust standard deviations from the pool's is an OUTLIER, with the fingerprint "
+                 f"fields in which it differs from the pool's usual host. The speedup intervals of {widened} are widened "
+                 "by their pools' between-host spread."),
+            Table(pools, floatfmt=".3g"),
+            Table(hosts, floatfmt=".3g", md_rows=MD_ROWS)]
 
 
 def fastest_way(ctx: ReportContext) -> list:
@@ -323,11 +341,25 @@ def method_lines(doc: dict) -> list[str]:
         f"the fp32 eager reference (top-1 or token agreement below {DEFAULT_AGREEMENT:.0%}), or another worker measured "
         "on the same host at the same time.",
         basis_note_of_run(doc),
+        allocator_line(doc),
         "gpu_memory_mb_max: torch.cuda.max_memory_reserved over the cell; cpu_memory_mb_max: peak process RSS over the cell; "
         f"both in {metric('cpu_memory_mb_max').unit} (2^20 bytes), under the seed report's column names.",
     ]
     lines += [f"{name}: {m}" for name, m in sorted(methods.items())]
     return lines
+
+
+def allocator_line(doc: dict) -> str:
+    """How the measuring processes' C allocator was set (bench_workers/cell/allocator.py)."""
+    states = {(a.get("allocator") or "", a.get("reason") or "") if isinstance(a, dict) else ("", "")
+              for a in (rec.get("allocator") for rec in doc["cells"] if rec.get("status") == "ok") if a is not None}
+    declared = sorted(name for name, reason in states if name)
+    others = sorted(reason for name, reason in states if not name and reason)
+    if not states:
+        return "C allocator: not recorded (records of an older worker)."
+    text = (f"C allocator: {', '.join(declared)} with fixed thresholds (mmap 32 MiB, trim 256 MiB) in every measuring "
+            "process, so no cell's speed depends on what ran before it" if declared else "C allocator: as the system has it")
+    return text + (f"; elsewhere: {'; '.join(others)}." if others else ".")
 
 
 def basis_note_of_run(doc: dict) -> str:
@@ -345,19 +377,21 @@ def plots(ctx: ReportContext) -> list:
 # The report, in order. A new section is one function above and one name here.
 SECTIONS = (
     title_and_summary, system_information, model_information, sweep_summary, performance_comparison, conclusion,
-    speedups_with_intervals, fastest_way, best_vs_best_section, serving, cheapest_way_to_serve, hardware, details, failed_cells, missing_cells, cells_by_host, how_measured,
+    speedups_with_intervals, hosts_of_one_pool, fastest_way, best_vs_best_section, serving, cheapest_way_to_serve, hardware, details, failed_cells, missing_cells, cells_by_host, how_measured,
     plots,
 )
 
 
 def build(doc: dict, frame: pd.DataFrame, images: list[Image] | None = None, tables: dict | None = None,
-          boot: dict | None = None) -> Document:
+          boot: dict | None = None, records_frame: pd.DataFrame | None = None) -> Document:
     """The report's blocks, in the seed's sections and then ours; ``tables`` are the comparison
     tables when the caller has them already. ``frame``: a row per record (its repeats are
     combined here) or already combined, with ``boot`` its bootstrap means (combined.py)."""
+    records = None
     if "repeats" not in frame.columns:
+        records = frame
         frame, boot = combine_repeats(frame, doc)
-    ctx = report_context(doc, frame, images, tables, boot or {})
+    ctx = report_context(doc, frame, images, tables, boot or {}, records if records is not None else records_frame)
     d = Document()
     for section in SECTIONS:
         d.add(*section(ctx))
