@@ -51,6 +51,8 @@ SPEC_FLAGS = [
      "requests/s to serve: the hosts each pool needs for it, in Cheapest way to serve it"),
     ("repeats", int, 1, ("--repeats",),
      "measure each cell this many times, spread through the sweep: means of repeats with 95% intervals"),
+    ("hosts_per_pool", int, 1, ("--hosts-per-pool",),
+     "spread each cell's repeats over at least this many hosts of its pool (one repeat per host by default)"),
 ]
 _TYPES = {"int": int, "float": float, "int | None": Optional[int], "float | None": Optional[float]}
 # The measurement rules' flags come from MeasureRules' fields: their defaults and help are its own.
@@ -94,7 +96,7 @@ NoHistory = Annotated[bool, typer.Option("--no-history", help="do not add this r
 
 
 def build_spec(devices, batch_sizes, seq_lens, dtypes, variants, task, new_tokens, model, weights, input_, baseline,
-               latency_budget_ms, scenarios, price, target_rate, repeats, **rules) -> RunSpec:
+               latency_budget_ms, scenarios, price, target_rate, repeats, hosts_per_pool, **rules) -> RunSpec:
     """The flags' strings -> a validated RunSpec (SpecError with one line otherwise)."""
     from bench_protocol.model_config import check_seq_lens, resolve_task
 
@@ -117,6 +119,7 @@ def build_spec(devices, batch_sizes, seq_lens, dtypes, variants, task, new_token
         prices=parse_prices(price) if price is not None else None,
         target_rate=target_rate,
         repeats=repeats,
+        hosts_per_pool=hosts_per_pool,
     )
     check_seq_lens(model, spec.seq_lens, spec.new_tokens if spec.task == "generate" else 0)
     return spec

@@ -6,6 +6,8 @@ Every key starts with ``benchctl:v2:`` so a schema change never reads old keys b
 - ``run:{run_id}``           hash: spec (JSON), created, status, n_cells
 - ``runs``                   sorted set: run ids by creation time
 - ``run:{run_id}:cells``     hash: cell id -> state (queued | running | ok | error | cancelled)
+- ``run:{run_id}:hosts``     hash: "{cell id without its repeat}|{host}" -> repeats of that cell
+                             the host took (a run with --hosts-per-pool caps it)
 - ``cell:{cell_id}``         string: the cell record, compact (bench_protocol/record_codec.py); one per coordinates
 - ``cell:{cell_id}:claim``   string with TTL: the worker measuring the cell right now (or
                              ``benchctl-requeue`` while a lapsed cell is queued again)
@@ -35,6 +37,10 @@ RUNS = PREFIX + "runs"
 
 def run_cells(run_id: str) -> str:
     return f"{PREFIX}run:{run_id}:cells"
+
+
+def run_hosts(run_id: str) -> str:
+    return f"{PREFIX}run:{run_id}:hosts"
 
 
 def cell(cell_id: str) -> str:

@@ -108,14 +108,23 @@ def _text(value):
 
 
 # -- the scripts ----------------------------------------------------------------------------
-# claim. KEYS: claim, run cells, claimed set, worker's current; ARGV: claim value, cell id, ttl, worker.
-# {'taken', state before} | {'held', holder's claim} | {'closed', state or ''}. A claim left by
-# this same worker (its measuring process died) is taken over.
+# claim. KEYS: claim, run cells, claimed set, worker's current, run hosts; ARGV: claim value,
+# cell id, ttl, worker, "{cell id without its repeat}|{host}", the most repeats of a cell one
+# host may take (0: any). {'taken', state before} | {'held', holder's claim} | {'closed', state
+# or ''} | {'host_full', repeats this host took}. A claim left by this same worker (its
+# measuring process died) is taken over, and counts no second time against its host.
 CLAIM = f"""
 local state = redis.call('HGET', KEYS[2], ARGV[2])
 if not ({_is('state', 'claim')}) then return {{'closed', state or ''}} end
 local held = redis.call('GET', KEYS[1])
-if held and not {_HELD_BY.format(v='held', n=4)} then return {{'held', held}} end
+local own = held and {_HELD_BY.format(v='held', n=4)}
+if held and not own then return {{'held', held}} end
+local cap = tonumber(ARGV[6] or '0')
+if cap > 0 and not own then
+  local took = tonumber(redis.call('HGET', KEYS[5], ARGV[5]) or '0')
+  if took >= cap then return {{'host_full', tostring(took)}} end
+  redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
+end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[2], '{RUNNING}')
 redis.call('SADD', KEYS[3], ARGV[2])
@@ -215,17 +224,31 @@ def submit(pipe, run_id: str, cell_ids) -> None:
     pipe.hset(keys.run_cells(run_id), mapping={c: QUEUED for c in cell_ids})
 
 
-def claim(client, run_id: str, cell_id: str, worker: str, value: str, ttl: float) -> tuple[bool, str | None, str | None]:
+HOST_FULL = "this host"  # the holder a claim names when the host took its share of a cell's repeats
+
+
+def base_cell_id(cell_id: str) -> str:
+    """A cell id without its repeat (the last axis): what every repeat of the cell shares."""
+    head, _, last = cell_id.rpartition(":")
+    return head if last[:1] == "r" and last[1:].isdigit() else cell_id
+
+
+def claim(client, run_id: str, cell_id: str, worker: str, value: str, ttl: float, host: str = "",
+          host_cap: int = 0) -> tuple[bool, str | None, str | None]:
     """Take an open cell for ``worker`` with the claim ``value``: (True, None, its state before);
-    (False, the holder's name, its state) when another holds it; (False, None, its state) when
-    the cell is not open (finished, cancelled, or gone: None)."""
-    outcome, *detail = client.eval(CLAIM, 4, keys.cell_claim(cell_id), keys.run_cells(run_id), keys.CLAIMED,
-                                   keys.worker_current(worker), value, cell_id, int(ttl), worker)
+    (False, the holder's name, its state) when another holds it, or (False, HOST_FULL, its state)
+    when ``host`` already took ``host_cap`` of the cell's repeats (0: no cap); (False, None, its
+    state) when the cell is not open (finished, cancelled, or gone: None)."""
+    outcome, *detail = client.eval(CLAIM, 5, keys.cell_claim(cell_id), keys.run_cells(run_id), keys.CLAIMED,
+                                   keys.worker_current(worker), keys.run_hosts(run_id), value, cell_id, int(ttl), worker,
+                                   f"{base_cell_id(cell_id)}|{host}", int(host_cap))
     outcome, detail = _text(outcome), _text(detail[0]) if detail else None
     if outcome == "taken":
         return True, None, detail
     if outcome == "held":
         return False, holder_name(detail) or "another worker", RUNNING
+    if outcome == "host_full":
+        return False, HOST_FULL, QUEUED
     return False, None, detail or None
 
 

@@ -322,6 +322,9 @@ class RunSpec:
     # Each cell measured this many times, the repeats spread through the sweep (repeat 0 of
     # every cell, then repeat 1, ...) so that a slow drift does not hide in one of them.
     repeats: int = 1
+    # Each cell's repeats spread over at least this many distinct hosts of its pool: a host takes
+    # at most ceil(repeats / hosts_per_pool) of them (the claim refuses more; bench_protocol/lifecycle.py).
+    hosts_per_pool: int = 1
 
     def __post_init__(self) -> None:
         if not self.pools:
@@ -366,6 +369,12 @@ class RunSpec:
         if self.target_rate is not None:
             check_number(self.target_rate, "target-rate", 0, 1e12, lo_open=True)
         check_repeats(self.repeats)
+        check_number(self.hosts_per_pool, "hosts-per-pool", 1, MAX_REPEATS, integer=True)
+        if self.hosts_per_pool > 1 and self.repeats == 1:
+            self.repeats = self.hosts_per_pool  # one repeat per host
+        if self.repeats < self.hosts_per_pool:
+            raise SpecError(f"--hosts-per-pool {self.hosts_per_pool} needs at least as many repeats, got --repeats "
+                            f"{self.repeats}")
         check_run_id(self.run_id)
         if self.baseline is None:
             self.baseline = self.pools[0]
@@ -376,10 +385,15 @@ class RunSpec:
         return [
             CellSpec(run_id=self.run_id, pool=pool, batch_size=b, seq_len=s, dtype=d, variant=v, task=self.task,
                      new_tokens=self.new_tokens if self.task == "generate" else 0, scenario=sc, model=self.model,
-                     rules=self.rules, repeat=r)
+                     rules=self.rules, repeat=r, host_cap=self.host_cap)
             for r in range(self.repeats) for pool in self.pools for sc in self.scenarios for d in self.dtypes for v in self.variants
             for s in self.seq_lens for b in self.batch_sizes
         ]
+
+    @property
+    def host_cap(self) -> int:
+        """The most repeats of a cell one host may take (0: any)."""
+        return -(-self.repeats // self.hosts_per_pool) if self.hosts_per_pool > 1 else 0
 
     def cell_of(self, cell_id: str) -> CellSpec | None:
         """The cell of this run with this id, as the run defines it (what :meth:`cells` makes),
@@ -394,7 +408,7 @@ class RunSpec:
                 "repeat": range(self.repeats)}
         if coords.pop("run_id") != self.run_id or any(coords[axis] not in grid[axis] for axis in AXES):
             return None
-        cell = CellSpec(run_id=self.run_id, model=self.model, rules=self.rules, **coords)
+        cell = CellSpec(run_id=self.run_id, model=self.model, rules=self.rules, host_cap=self.host_cap, **coords)
         return cell if cell.cell_id == cell_id else None  # 'b01' is not 'b1'
 
     def to_dict(self) -> dict:
@@ -427,12 +441,14 @@ class CellSpec:
     model: ModelRef = field(default_factory=ModelRef)
     rules: MeasureRules = field(default_factory=MeasureRules)
     repeat: int = 0  # which repeat of the cell this is (0 .. the run's repeats - 1)
+    host_cap: int = 0  # the most repeats of this cell one host may take (--hosts-per-pool; 0: any)
 
     def __post_init__(self) -> None:
         check_run_id(self.run_id)
         check_pool(self.pool)
         if not isinstance(self.repeat, int) or isinstance(self.repeat, bool) or not 0 <= self.repeat < MAX_REPEATS:
             raise SpecError(f"repeat must be an integer from 0 to {MAX_REPEATS - 1}, got {self.repeat!r}")
+        check_number(self.host_cap, "host cap", 0, MAX_REPEATS, integer=True)
         check_scenario(self.scenario, self.task)
         if self.scenario == "server":
             check_server_rules(self.rules)

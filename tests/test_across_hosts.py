@@ -99,6 +99,42 @@ def test_cells_cross_a_network_and_the_report_shows_each_host(test_hosts, worker
         redis.stop()
 
 
+def test_hosts_per_pool_puts_each_cell_on_distinct_hosts(test_hosts, workers, tiny_model, tmp_path):
+    """--hosts-per-pool 2 on a pool of two hosts: each cell's two repeats land one on each host
+    (a host that took its share hands the other back), and the report splits the pool's spread
+    by host. Asking for three hosts of a pool of two is refused, naming the hosts there are."""
+    names, addrs, _ = test_hosts
+    redis = RedisServer(tmp_path / "redis", bind=addrs["redis"], netns=names["redis"], password="cross-host-pw").start()
+    url = redis.url
+    ctl = ["ip", "netns", "exec", names["ctl"]]
+    try:
+        for role in ("w1", "w2"):
+            host = f"host-{role}"
+            workers(url, device="cpu", queue="cpu", name=f"cpu-{role}@{host}", env=worker_env(BC_HOST=host),
+                    prefix=["ip", "netns", "exec", names[role], "unshare", "--uts", "sh", "-c",
+                            'hostname "$BC_HOST" && exec "$0" "$@"'])
+        wait_for(lambda: benchctl("workers", "--broker", url, prefix=ctl).stdout.count("idle") == 2, 90,
+                 "both workers to register over the network")
+        common = ["--devices", "cpu", "--batch-sizes", "1,2,3", "--seq-lens", "16", "--model", str(tiny_model),
+                  "--warmup", "1", "--iterations", "3", "--min-time", "0.2", "--broker", url]
+        refused = benchctl("submit", *common, "--hosts-per-pool", "3", prefix=ctl)
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr
+        assert "--hosts-per-pool 3: pool cpu has 2 live hosts (host-w1, host-w2)" in refused.stderr, refused.stderr
+        res = benchctl("submit", *common, "--hosts-per-pool", "2", "--wait", "--timeout", "180",
+                       "--out", str(tmp_path / "out"), prefix=ctl, timeout=240)
+        assert res.returncode == 0, res.stderr
+        doc = load_json(tmp_path / "out" / "results.json")
+        assert len(doc["cells"]) == 6 and all(c["status"] == "ok" for c in doc["cells"])
+        for b in (1, 2, 3):
+            assert sorted(c["host"] for c in doc["cells"] if c["batch_size"] == b) == ["host-w1", "host-w2"], b
+        md = (tmp_path / "out" / "report.md").read_text()
+        assert "## Hosts of one pool" in md and "host-w1" in md and "host-w2" in md
+    finally:
+        for w in workers.all:
+            w.stop()
+        redis.stop()
+
+
 CELL_S = 8  # the cell's timed seconds: long enough that a loaded machine sees it start before it ends
 
 

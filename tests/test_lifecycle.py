@@ -278,3 +278,44 @@ def test_max_cell_deaths_comes_from_the_environment_checked(monkeypatch):
         monkeypatch.setenv("BENCHCTL_MAX_CELL_DEATHS", bad)
         with pytest.raises(SpecError, match=r"\$BENCHCTL_MAX_CELL_DEATHS"):
             lifecycle.max_cell_deaths()
+
+
+# -- --hosts-per-pool: a host takes at most its share of a cell's repeats -----------------------
+
+def test_a_host_that_took_its_share_of_a_cells_repeats_is_refused_the_next(r):
+    run = RUN
+    cells = [f"{run}:cpu:b1:s16:fp32:eager:classify:n0:batch:r{i}" for i in range(3)]
+    for c in cells:
+        r.hset(keys.run_cells(run), c, QUEUED)
+
+    def take(cell, worker, host, cap=1):
+        value = lifecycle.claim_value(worker)
+        taken, holder, _ = lifecycle.claim(r, run, cell, worker, value, TTL, host, cap)
+        return value if taken else holder
+
+    first = take(cells[0], "w-a", "host-a")
+    assert first and first.startswith("w-a|")
+    assert take(cells[1], "w-a", "host-a") == lifecycle.HOST_FULL  # its one repeat of the cell is taken
+    assert take(cells[1], "w-a2", "host-a") == lifecycle.HOST_FULL  # any worker of that host
+    assert r.hget(keys.run_cells(run), cells[1]) == QUEUED and not r.exists(keys.cell_claim(cells[1]))
+    assert take(cells[1], "w-b", "host-b").startswith("w-b|")  # another host's worker takes it
+    # The same worker taking over its own claim (its measuring process died) is not a second repeat.
+    assert take(cells[0], "w-a", "host-a").startswith("w-a|")
+    assert take(cells[2], "w-a", "host-a", cap=2).startswith("w-a|")  # a cap of 2: a second repeat is allowed
+    assert r.hgetall(keys.run_hosts(run)) == {f"{run}:cpu:b1:s16:fp32:eager:classify:n0:batch|host-a": "2",
+                                              f"{run}:cpu:b1:s16:fp32:eager:classify:n0:batch|host-b": "1"}
+    # Without a cap (a run without --hosts-per-pool) nothing is counted.
+    r.hset(keys.run_cells(run), "x:r0", QUEUED)
+    assert take("x:r0", "w-a", "host-a", cap=0).startswith("w-a|") and not r.hexists(keys.run_hosts(run), "x|host-a")
+
+
+def test_hosts_per_pool_sets_the_repeats_and_each_hosts_share():
+    from bench_protocol.spec import RunSpec
+
+    spec = RunSpec(pools=["cpu"], batch_sizes=[1], hosts_per_pool=2)
+    assert spec.repeats == 2 and spec.host_cap == 1 and {c.host_cap for c in spec.cells()} == {1}
+    assert spec.cell_of(spec.cells()[1].cell_id) == spec.cells()[1]
+    assert RunSpec(pools=["cpu"], batch_sizes=[1], repeats=5, hosts_per_pool=2).host_cap == 3
+    assert RunSpec(pools=["cpu"], batch_sizes=[1], repeats=3).host_cap == 0
+    with pytest.raises(SpecError, match="--hosts-per-pool 3 needs at least as many repeats, got --repeats 2"):
+        RunSpec(pools=["cpu"], batch_sizes=[1], repeats=2, hosts_per_pool=3)

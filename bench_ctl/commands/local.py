@@ -28,6 +28,9 @@ def run(
 
     for device in spec.pools:
         check_torch_device(device)
+    if spec.hosts_per_pool > 1:
+        raise SpecError("--hosts-per-pool spreads a pool's cells over its hosts: it is for `benchctl submit`; "
+                        "`run` measures on this host alone")
     if threads is not None:
         check_number(threads, "--threads", 1, 4096, integer=True)
     written, doc = run_here(spec, out or Path("results") / spec.run_id, threads)

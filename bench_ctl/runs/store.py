@@ -226,6 +226,7 @@ class ControllerStore:
             pipe.hset(keys.run(run_id), "expires", time.time() + ttl)
             pipe.expire(keys.run(run_id), ttl)
             pipe.expire(keys.run_cells(run_id), ttl)
+            pipe.expire(keys.run_hosts(run_id), ttl)
             for i, cell_id in enumerate(cells, 1):
                 pipe.expire(keys.cell(cell_id), ttl)
                 if i % READ_BATCH == 0:
@@ -252,7 +253,7 @@ class ControllerStore:
                     for i in range(0, len(cells), READ_BATCH):
                         batch = cells[i:i + READ_BATCH]
                         self.r.delete(*[keys.cell(c) for c in batch], *[keys.cell_deaths(c) for c in batch])
-                    self.r.delete(keys.run(run_id), keys.run_cells(run_id))
+                    self.r.delete(keys.run(run_id), keys.run_cells(run_id), keys.run_hosts(run_id))
                     self.r.zrem(keys.RUNS, run_id)
                     deleted.append(run_id)
             return deleted, dropped, skipped

@@ -46,6 +46,10 @@ def submit(store: ControllerStore, spec: RunSpec, allow_missing: bool = False, o
     if missing and not allow_missing:
         raise NoLiveWorker(f"no live worker for pool{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                            "(start bench-worker there, or pass --allow-missing to queue anyway)")
+    short = pools_short_of_hosts(store, spec) if spec.hosts_per_pool > 1 else []
+    if short and not allow_missing:
+        raise NoLiveWorker(f"--hosts-per-pool {spec.hosts_per_pool}: {'; '.join(short)} (start bench-worker on more "
+                           "hosts there, or pass --allow-missing to queue anyway: the run waits for them)")
     unrunnable = variants_no_worker_runs(store, spec)
     if unrunnable:
         raise SpecError(f"no live worker can run {'; '.join(unrunnable)} (its library is not installed there: "
@@ -57,6 +61,20 @@ def submit(store: ControllerStore, spec: RunSpec, allow_missing: bool = False, o
         on_recorded(spec.run_id)  # before the first task: an interrupted submit has named its run
     send_run_cells(store, spec.run_id, cells, done_before=0)
     return spec.run_id
+
+
+def pools_short_of_hosts(store: ControllerStore, spec: RunSpec) -> list[str]:
+    """'pool cpu has 1 live host (vm-a)' for each pool with fewer live hosts than hosts_per_pool."""
+    hosts: dict[str, set] = {}
+    for w in store.live_workers():
+        hosts.setdefault(w.get("pool"), set()).add(w.get("hostname"))
+    out = []
+    for pool in spec.pools:
+        have = sorted(str(h) for h in hosts.get(pool, set()))
+        if len(have) < spec.hosts_per_pool:
+            out.append(f"pool {pool} has {len(have)} live host{'s' if len(have) != 1 else ''}"
+                       + (f" ({', '.join(have)})" if have else ""))
+    return out
 
 
 def send_run_cells(store: ControllerStore, run_id: str, cells: list, done_before: int) -> None:

@@ -135,7 +135,8 @@ class RecordStore:
         """A cell has a record only once it finished (ok or error)."""
         return bool(_retrying("read cell record", lambda: self.r.exists(keys.cell(cell_id))))
 
-    def claim(self, run_id: str, cell_id: str, worker: str) -> tuple[str | None, str | None, str | None]:
+    def claim(self, run_id: str, cell_id: str, worker: str, host: str = "",
+              host_cap: int = 0) -> tuple[str | None, str | None, str | None]:
         """Take the cell for this worker (bench_protocol/lifecycle.py): (our claim value, None, its
         state before), (None, the holder's name, its state) or, when the cell is not open (finished,
         cancelled, gone), (None, None, its state). A claim left by this same worker (its measuring
@@ -143,7 +144,7 @@ class RecordStore:
         value = lifecycle.claim_value(worker)
 
         def take():
-            taken, holder, state = lifecycle.claim(self.r, run_id, cell_id, worker, value, CLAIM_TTL)
+            taken, holder, state = lifecycle.claim(self.r, run_id, cell_id, worker, value, CLAIM_TTL, host, host_cap)
             return (value if taken else None), holder, state
         return _retrying("claim cell", take)
 

@@ -28,7 +28,7 @@ from collections import Counter
 from bench_protocol.celery_app import CLAIM_REFRESH
 from bench_protocol.errors import BenchError, SpecError
 from bench_protocol.keys import TASK_RUN_CELL
-from bench_protocol.lifecycle import FINISHED, CellState
+from bench_protocol.lifecycle import FINISHED, HOST_FULL, CellState
 from bench_protocol.records import error_record
 from bench_protocol.spec import CellSpec, RunSpec, parse_cell_id
 
@@ -38,6 +38,9 @@ from .settings import WorkerSettings
 from .spool import Spool, spool_dir
 
 log = logging.getLogger("benchctl.worker")
+# A cell this host may not take (--hosts-per-pool) goes back to the pool's queue this soon: its
+# next delivery may reach a worker of another host.
+HOST_BOUNCE_S = 1.0
 
 _cache = ModelCache()  # lives in the measuring child, between cells
 _spool: Spool | None = None  # set by register_tasks: the worker's own folder
@@ -196,10 +199,15 @@ def register_tasks(app, settings: WorkerSettings) -> None:
         if store.finished(cell.cell_id):
             log.info("cell %s already measured; delivery dropped", cell.cell_id)
             return {"status": "already measured"}
-        claim, holder, now = store.claim(cell.run_id, cell.cell_id, settings.name)
+        host = str(settings.fingerprint.get("hostname") or settings.name)
+        claim, holder, now = store.claim(cell.run_id, cell.cell_id, settings.name, host, cell.host_cap)
         if claim is None and holder is None:  # settled meanwhile (finished, cancelled) or gone
             log.info("cell %s is %s; delivery dropped", cell.cell_id, now or "gone from its run")
             return {"status": "already measured" if now in FINISHED else now or "refused"}
+        if claim is None and holder == HOST_FULL:  # --hosts-per-pool: another host of the pool must take it
+            log.info("cell %s: host %s took its %d of this cell's repeats; handed back for another host",
+                     cell.cell_id, host, cell.host_cap)
+            raise self.retry(countdown=HOST_BOUNCE_S, max_retries=None)
         if claim is None:
             log.warning("cell %s is being measured by %s; trying again later", cell.cell_id, holder)
             raise self.retry(countdown=2 * CLAIM_REFRESH, max_retries=None)
