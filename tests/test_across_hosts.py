@@ -124,7 +124,7 @@ def test_hosts_per_pool_puts_each_cell_on_distinct_hosts(test_hosts, workers, ti
                        "--out", str(tmp_path / "out"), prefix=ctl, timeout=240)
         assert res.returncode == 0, res.stderr
         doc = load_json(tmp_path / "out" / "results.json")
-        assert len(doc["cells"]) == 6 and all(c["status"] == "ok" for c in doc["cells"])
+        assert len(doc["cells"]) == 6 and all(c["status"] == "ok" for c in doc["cells"]), [c["error"] for c in doc["cells"]]
         for b in (1, 2, 3):
             assert sorted(c["host"] for c in doc["cells"] if c["batch_size"] == b) == ["host-w1", "host-w2"], b
         md = (tmp_path / "out" / "report.md").read_text()

@@ -40,7 +40,7 @@ from .spool import Spool, spool_dir
 log = logging.getLogger("benchctl.worker")
 # A cell this host may not take (--hosts-per-pool) goes back to the pool's queue this soon: its
 # next delivery may reach a worker of another host.
-HOST_BOUNCE_S = 1.0
+HOST_BOUNCE_S = 2.0
 
 _cache = ModelCache()  # lives in the measuring child, between cells
 _spool: Spool | None = None  # set by register_tasks: the worker's own folder
@@ -176,7 +176,9 @@ def register_tasks(app, settings: WorkerSettings) -> None:
     max_deaths = settings.shared.max_cell_deaths  # resolved once, at the worker's start
     _spool = Spool(spool_dir(settings.name))
 
-    @app.task(name=TASK_RUN_CELL, bind=True, acks_late=True, reject_on_worker_lost=True,
+    # max_retries=None on the task: retry(max_retries=None) alone means "the default of 3", and a
+    # cell held by another worker, or one this host may not take, waits as long as its run does.
+    @app.task(name=TASK_RUN_CELL, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None,
               Request=_request_class(settings, max_deaths))
     def run_cell(self, payload):
         try:
@@ -207,7 +209,11 @@ def register_tasks(app, settings: WorkerSettings) -> None:
         if claim is None and holder == HOST_FULL:  # --hosts-per-pool: another host of the pool must take it
             log.info("cell %s: host %s took its %d of this cell's repeats; handed back for another host",
                      cell.cell_id, host, cell.host_cap)
-            raise self.retry(countdown=HOST_BOUNCE_S, max_retries=None)
+            # Wait before handing it back, holding this worker's one slot: its consumer fetches
+            # nothing meanwhile, so the pool's idle workers are first in line for the task again
+            # (handed back at once, the same worker would fetch it straight back).
+            time.sleep(HOST_BOUNCE_S)
+            raise self.retry(countdown=0, max_retries=None)
         if claim is None:
             log.warning("cell %s is being measured by %s; trying again later", cell.cell_id, holder)
             raise self.retry(countdown=2 * CLAIM_REFRESH, max_retries=None)
