@@ -22,8 +22,9 @@ from . import report
 from .combined import combine_repeats
 from .document import Document, Heading, Image, to_html, to_markdown
 from .frame import cells_frame
+from .hosts import host_spread, pool_between
 from .outdir import make_out_dir, write_atomic
-from .tables import combo_cells, combo_key, comparison_tables
+from .tables import combo_cells, combo_key, comparison_tables, speedup_interval_rows
 
 REPORT_SCHEMA = "benchctl.report"
 REPORT_SCHEMA_VERSION = 2  # 2: comparison keys name every combination axis (s128_fp32_eager)
@@ -177,29 +178,6 @@ def serving_steps(doc: dict) -> list[dict]:
     return out
 
 
-def _speedup_intervals(combined, tables: dict, pools: list[str], baseline: str, boot: dict) -> dict:
-    """report.json's speedups with their 95% intervals: per combination, per batch size and pool,
-    the ratio and its bounds as numbers (the report shows them as text)."""
-    from .intervals import ratio, verdict
-
-    out = {}
-    for combo in tables:
-        ok = combo_cells(combined, combo)
-        ok = ok[ok["status"] == "ok"].set_index(["batch_size", "pool"])
-        rows = []
-        for (bs, pool), row in ok.iterrows():
-            if pool == baseline or (bs, baseline) not in ok.index:
-                continue
-            base = ok.loc[(bs, baseline)]
-            ci = ratio(boot.get(base["cell_id"]), boot.get(row["cell_id"]))
-            rows.append({"batch_size": int(bs), "pool": pool, "baseline": baseline,
-                         "speedup_latency": base["latency_ms_mean"] / row["latency_ms_mean"],
-                         "low": ci[0] if ci else None, "high": ci[1] if ci else None, "verdict": verdict(ci),
-                         "basis": row["interval_basis"]})
-        out[combo_key(combo)] = rows
-    return out
-
-
 def render_all(doc: dict, out: str | Path, plotter: PlotProcess | None = None) -> dict[str, Path]:
     """Write every file of a report into ``out``; ``plotter``: a PlotProcess forked earlier."""
     out_dir = make_out_dir(out)
@@ -219,6 +197,7 @@ def render_all(doc: dict, out: str | Path, plotter: PlotProcess | None = None) -
         (stage / "results.json").write_text(dumps(doc), encoding="utf-8")
         frame.to_csv(stage / "results.csv", index=False)
         tables = comparison_tables(combined, pools, baseline)
+        between = pool_between(host_spread(frame, doc.get("fingerprints") or {})[0])
         document = report.build(doc, combined, None, tables, boot, frame)
         title = document.blocks[0].text
         markdown = to_markdown(document)  # the plots' section is added after them
@@ -240,7 +219,8 @@ def render_all(doc: dict, out: str | Path, plotter: PlotProcess | None = None) -
             "title": title, "run": doc.get("run"), "pools": pools, "baseline": baseline,
             "model": report.model_info(doc),
             "comparison": {combo_key(c): json.loads(t.to_json(orient="records")) for c, t in tables.items()},
-            "speedup_intervals": _speedup_intervals(combined, tables, pools, baseline, boot),
+            "speedup_intervals": {combo_key(c): speedup_interval_rows(combo_cells(combined, c), pools, baseline, boot,
+                                                                      between) for c in tables},
             "cells": json.loads(frame.to_json(orient="records")),
             "fingerprints": doc["fingerprints"], "missing": doc.get("missing", []),
             "plots": [i.filename for i in images], "notes": [plot_note] if plot_note else [],

@@ -171,38 +171,59 @@ def dtype_table(frame: pd.DataFrame) -> pd.DataFrame | None:
     return out.reset_index()
 
 
-def speedup_intervals(cells: pd.DataFrame, pools: list[str], baseline: str, boot: dict,
-                      between: dict | None = None) -> pd.DataFrame | None:
-    """Each pool's latency speedup over the baseline per batch size, with its 95% interval and
-    the verdict the interval gives (bench_ctl/reporting/intervals.py); None with one pool.
-    ``between``: pools' between-host spread (%, hosts.py), which widens their intervals."""
+def _invalid(valid) -> bool:
+    """A cell's validity flag says INVALID (False, numpy's too); unknown (None, NaN) is not INVALID."""
+    return valid is not None and valid == valid and not bool(valid)
+
+
+def speedup_interval_rows(cells: pd.DataFrame, pools: list[str], baseline: str, boot: dict,
+                          between: dict | None = None) -> list[dict]:
+    """Each pool's latency speedup over the baseline per batch size, with its 95% interval and the
+    verdict it gives (intervals.py), as numbers: what the report's table and report.json show.
+    ``between``: the pools' between-host spread (%, hosts.py), which widens their intervals. A
+    pair with an INVALID cell has no interval and the verdict "INVALID (not judged)"."""
     from .hosts import combine_between, widened
-    from .intervals import fmt_ratio, ratio, verdict
+    from .intervals import ratio, verdict
 
     between = between or {}
     ok = cells[cells["status"] == "ok"]
-    others = [p for p in pools if p != baseline]
-    if not others or ok.empty:
-        return None
-    ids = ok.pivot_table(index="batch_size", columns="pool", values="cell_id", aggfunc="first")
-    trusted = ok.assign(v=ok["valid"] != False).pivot_table(  # noqa: E712 (object column)
-        index="batch_size", columns="pool", values="v", aggfunc="first")
-    means = ok.pivot_table(index="batch_size", columns="pool", values="latency_ms_mean", aggfunc="first")
+    if ok.empty:
+        return []
+    at = {(bs, pool): row for bs, pool, row in zip(ok["batch_size"], ok["pool"], ok.to_dict("records"))}
     rows = []
     for bs in sorted(ok["batch_size"].unique()):
-        row = {"batch": int(bs)}
-        for other in others:
-            name = column_prefix(other)
-            if baseline not in ids or other not in ids or pd.isna(ids.at[bs, baseline]) or pd.isna(ids.at[bs, other]):
-                row[f"{name}_speedup"], row[f"{name}_verdict"] = "—", "—"
+        base = at.get((bs, baseline))
+        for other in (p for p in pools if p != baseline):
+            cell = at.get((bs, other))
+            if base is None or cell is None:
                 continue
-            if not (trusted.at[bs, baseline] and trusted.at[bs, other]):
-                row[f"{name}_speedup"], row[f"{name}_verdict"] = "—", "INVALID (not judged)"
+            row = {"batch_size": int(bs), "pool": other, "baseline": baseline,
+                   "speedup_latency": base["latency_ms_mean"] / cell["latency_ms_mean"], "low": None, "high": None,
+                   "basis": cell.get("interval_basis")}
+            if _invalid(base["valid"]) or _invalid(cell["valid"]):
+                rows.append({**row, "verdict": "INVALID (not judged)"})
                 continue
-            ci = ratio(boot.get(ids.at[bs, baseline]), boot.get(ids.at[bs, other]))
-            value = means.at[bs, baseline] / means.at[bs, other]
-            ci = widened(ci, value, combine_between(between.get(baseline, 0.0), between.get(other, 0.0)))
-            row[f"{name}_speedup"] = fmt_ratio(value, ci)
-            row[f"{name}_verdict"] = verdict(ci) or "no interval"
-        rows.append(row)
-    return pd.DataFrame(rows)
+            ci = ratio(boot.get(base["cell_id"]), boot.get(cell["cell_id"]))
+            ci = widened(ci, row["speedup_latency"], combine_between(between.get(baseline, 0.0), between.get(other, 0.0)))
+            rows.append({**row, "low": ci[0] if ci else None, "high": ci[1] if ci else None,
+                         "verdict": verdict(ci) or "no interval"})
+    return rows
+
+
+def speedup_intervals(cells: pd.DataFrame, pools: list[str], baseline: str, boot: dict,
+                      between: dict | None = None) -> pd.DataFrame | None:
+    """:func:`speedup_interval_rows` as the report shows them: a row per batch size, per other
+    pool its speedup with its interval and the verdict; None with one pool."""
+    from .intervals import fmt_ratio
+
+    rows = speedup_interval_rows(cells, pools, baseline, boot, between)
+    if not rows:
+        return None
+    out: dict[int, dict] = {}
+    for r in rows:
+        name = column_prefix(r["pool"])
+        shown = "—" if r["verdict"].startswith("INVALID") else fmt_ratio(
+            r["speedup_latency"], (r["low"], r["high"]) if r["low"] is not None else None)
+        out.setdefault(r["batch_size"], {"batch": r["batch_size"]}).update(
+            {f"{name}_speedup": shown, f"{name}_verdict": r["verdict"]})
+    return pd.DataFrame(list(out.values()))
