@@ -31,6 +31,7 @@ import secrets
 from enum import Enum
 
 from . import keys
+from .spec import base_cell_id
 
 
 class CellState(str, Enum):
@@ -225,12 +226,6 @@ def submit(pipe, run_id: str, cell_ids) -> None:
 
 
 HOST_FULL = "this host"  # the holder a claim names when the host took its share of a cell's repeats
-
-
-def base_cell_id(cell_id: str) -> str:
-    """A cell id without its repeat (the last axis): what every repeat of the cell shares."""
-    head, _, last = cell_id.rpartition(":")
-    return head if last[:1] == "r" and last[1:].isdigit() else cell_id
 
 
 def claim(client, run_id: str, cell_id: str, worker: str, value: str, ttl: float, host: str = "",

@@ -41,6 +41,8 @@ AXES = tuple(name for name, _ in CELL_AXES)
 # Replicates: the same cell measured again (--repeats). In ids and records like any axis, but
 # never compared: the tables combine a cell's repeats into one mean with its interval.
 REPLICATE_AXES = ("repeat",)
+# What makes a cell the cell it is: every axis but the replicates (a cell's repeats share it).
+CELL_KEY = tuple(a for a in AXES if a not in REPLICATE_AXES)
 # The axes that split a run into comparison tables (pool and batch size are inside each table).
 COMBO_AXES = tuple(a for a in AXES if a not in ("pool", "batch_size", *REPLICATE_AXES))
 # What a record written before an axis existed measured.
@@ -66,6 +68,12 @@ MAX_MEMORY_MB = 1 << 30
 def cell_id_of(run_id: str, coords: dict) -> str:
     """'RUN:cuda:1:b8:s128:fp32:eager' from a run id and the cell's coordinates."""
     return ":".join([run_id] + [f"{prefix}{coords[name]}" for name, prefix in CELL_AXES])
+
+
+def base_cell_id(cell_id) -> str:
+    """A cell id without its repeat (the last axis): what every repeat of the cell shares."""
+    head, _, last = str(cell_id).rpartition(":")
+    return head if last[:1] == "r" and last[1:].isdigit() else str(cell_id)
 
 
 def parse_cell_id(cell_id: str) -> dict:

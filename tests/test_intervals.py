@@ -234,3 +234,30 @@ def test_hosts_alike_are_no_outliers():
     pools, hosts = host_spread(cells_frame(doc), doc["fingerprints"])
     assert not (hosts["outlier"] == "OUTLIER").any() and pools["between_host_pct"].iloc[0] < 2
     assert host_spread(cells_frame(seed_document()), {})[0].empty  # one host per pool: no section
+
+
+def test_the_precision_loop_reads_its_timer_only_between_calls():
+    """A CUDA timer synchronises to read: the loop may read it only outside a call's start/stop
+    (a fake timer that records the order of what happens, as a GPU's events would)."""
+    from bench_workers.cell import measure
+    from bench_workers.cell.stop_rule import StopRule
+
+    class FakeTimer:
+        def __init__(self):
+            self.events, self.open = [], False
+
+        def start(self):
+            self.open = True
+
+        def stop(self):
+            self.open = False
+            self.events.append("call")
+
+        def read_ms(self):
+            assert not self.open, "read inside a timed call"
+            self.events.append("read")
+            return [10.0 + 0.01 * (i % 3) for i in range(self.events.count("call"))]
+
+    timer = FakeTimer()
+    n, _ = measure._timed_loop(lambda: None, timer, [], StopRule(3, 0.0, 30.0, precision_pct=1.0), float("inf"), 60)
+    assert n >= 3 and "read" in timer.events and timer.events[:3] == ["call"] * 3  # the minimum first, then a read

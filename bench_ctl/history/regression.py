@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench_protocol.spec import AXES, REPLICATE_AXES
+from bench_protocol.spec import CELL_KEY
 
 from ..reporting.compare import INVALID, noise_pct
 
-CELL_AXES_NO_REPEAT = [a for a in AXES if a not in REPLICATE_AXES]
-KEY = [*CELL_AXES_NO_REPEAT, "fingerprint_id"]
+KEY = [*CELL_KEY, "fingerprint_id"]
 
 
 def _per_run(cells: pd.DataFrame) -> pd.DataFrame:
@@ -53,7 +52,7 @@ def against_history(candidate: pd.DataFrame, past: pd.DataFrame, last: int) -> p
     untrusted = (both["valid"] == 0) | (both["valid"] == False)  # noqa: E712
     both.loc[untrusted, "verdict"] = INVALID
     both = pd.concat([both[~untrusted], both[untrusted]])
-    return both[[*CELL_AXES_NO_REPEAT, "runs", "latency_ms_mean_old", "latency_ms_mean_new", "latency_change_pct",
+    return both[[*CELL_KEY, "runs", "latency_ms_mean_old", "latency_ms_mean_new", "latency_change_pct",
                  "throughput_mean_old", "throughput_mean_new", "throughput_change_pct", "noise_pct", "verdict"]]
 
 

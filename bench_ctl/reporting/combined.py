@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 
 from bench_protocol.metrics import COUNT_METRICS, METRICS
-from bench_protocol.spec import AXES, REPLICATE_AXES
+from bench_protocol.spec import CELL_KEY as _CELL_KEY
 
 from .intervals import BASIS_ITERATIONS, BASIS_REPEATS, boot_means, intervals
 
-CELL_KEY = [a for a in AXES if a not in REPLICATE_AXES]
+CELL_KEY = list(_CELL_KEY)
 ADDED = ["repeats", "interval_basis", "latency_ms_mean_lo", "latency_ms_mean_hi"]
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench_protocol.spec import AXES, REPLICATE_AXES
+from bench_protocol.spec import CELL_KEY, base_cell_id
 
 from .combined import combine_repeats
 from .frame import cells_frame
 
-KEY = [a for a in AXES if a not in REPLICATE_AXES]  # a cell's repeats are compared as one
+KEY = list(CELL_KEY)  # a cell's repeats are compared as one
 INVALID = "INVALID (not judged)"
 
 
@@ -51,18 +51,12 @@ def median_ratio_interval(old, new, rounds: int = BOOTSTRAP_ROUNDS, level: float
     return float(low), float(high)
 
 
-def base_id(cell_id) -> str:
-    """A cell id without its repeat: the id every repeat of the cell shares."""
-    head, _, last = str(cell_id).rpartition(":")
-    return head if last[:1] == "r" and last[1:].isdigit() else str(cell_id)
-
-
 def _raw(doc: dict) -> dict:
-    """Each cell's raw latencies, every repeat's pooled, by :func:`base_id`."""
+    """Each cell's raw latencies, every repeat's pooled, by :func:`~bench_protocol.spec.base_cell_id`."""
     out: dict = {}
     for rec in doc.get("cells") or []:
         if rec.get("latencies_ms") is not None:
-            out.setdefault(base_id(rec.get("cell_id")), []).extend(rec["latencies_ms"])
+            out.setdefault(base_cell_id(rec.get("cell_id")), []).extend(rec["latencies_ms"])
     return out
 
 
@@ -78,7 +72,7 @@ def compare(old_doc: dict, new_doc: dict) -> pd.DataFrame:
     both["throughput_change_pct"] = 100 * (both["throughput_mean_new"] / both["throughput_mean_old"] - 1)
     both["noise_pct"] = noise_pct(both["latency_cv_old"], both["latency_cv_new"])
     raw_old, raw_new = _raw(old_doc), _raw(new_doc)
-    intervals = [median_ratio_interval(raw_old.get(base_id(a)), raw_new.get(base_id(b)))
+    intervals = [median_ratio_interval(raw_old.get(base_cell_id(a)), raw_new.get(base_cell_id(b)))
                  for a, b in zip(both["cell_id_old"], both["cell_id_new"])]
     both["median_ratio_ci"] = [f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—" for ci in intervals]
     both["test"] = [TEST_BOOTSTRAP if ci else TEST_NOISE for ci in intervals]

@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench_protocol.spec import AXES, REPLICATE_AXES
+from bench_protocol.spec import CELL_KEY as _CELL_KEY
 
-CELL_KEY = [a for a in AXES if a not in REPLICATE_AXES]
+CELL_KEY = list(_CELL_KEY)
 OUTLIER_PCT = 10.0
 # What may explain a host's difference (bench_workers/device/fingerprint.py).
 FINGERPRINT_FIELDS = ("cpu_model", "cpu_governor", "logical_cores", "torch_threads", "torch", "transformers",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench_protocol.metrics import BY_NAME, COUNT_METRICS, shown_in
-from bench_protocol.spec import AXES, CELL_AXES, COMBO_AXES, DTYPES, REPLICATE_AXES, VARIANTS
+from bench_protocol.spec import CELL_AXES, CELL_KEY, COMBO_AXES, DTYPES, VARIANTS
 
 from .labels import column_prefix, is_gpu_pool
 
@@ -112,7 +112,7 @@ def phase_tables(cells: pd.DataFrame, pools: list[str], baseline: str) -> dict[s
 
 
 # The per-cell tables show combined cells (their repeats in one row): no repeat column.
-AXIS_HEADERS = {a: {"batch_size": "batch", "seq_len": "seq"}.get(a, a) for a in AXES if a not in REPLICATE_AXES}
+AXIS_HEADERS = {a: {"batch_size": "batch", "seq_len": "seq"}.get(a, a) for a in CELL_KEY}
 # Whole numbers, under their names and their headers: printed without decimals (but in the seed's table).
 INTEGER_COLUMNS = frozenset({a for a, prefix in CELL_AXES if prefix} | {AXIS_HEADERS.get(a, a) for a, prefix in CELL_AXES if prefix}
                             | set(COUNT_METRICS) | {BY_NAME[m].label for m in COUNT_METRICS} | {"repeats"})
