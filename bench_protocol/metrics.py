@@ -129,6 +129,9 @@ METRICS = (
     # --slo-p99-ms: the highest rate found within the bound).
     Metric("served_rate", "req/s", False, "served_req_per_s", ("serving",), sparse=True),
     Metric("offered_rate", "req/s", None, "offered_req_per_s", ("serving",), sparse=True),
+    # Requests/s that met every bound of the cell, each judged on its own (a generate request:
+    # its time to first token and its time per output token).
+    Metric("goodput", "req/s", False, "goodput_req_per_s", ("serving",), sparse=True),
     Metric("batch_formed_mean", "", None, "batch_mean", ("serving",), sparse=True),
     Metric("batch_formed_max", "count", None, "batch_max", ("serving",), sparse=True),
     Metric("batch_wait_ms_max", "ms", True, "first_wait_max_ms", ("serving",), sparse=True),

@@ -165,14 +165,32 @@ def check_repeats(repeats) -> None:
         raise SpecError(f"repeats must be an integer from 1 to {MAX_REPEATS}, got {repeats!r}")
 
 
-def check_scenario(scenario: str, task: str) -> None:
+def check_scenario(scenario: str, task: str, new_tokens: int = 0) -> None:
     if scenario not in SCENARIOS:
         raise SpecError(f"unknown scenario {scenario!r}: use one of {', '.join(SCENARIOS)}")
-    if scenario != "batch" and task != "classify":
-        raise SpecError(f"the {scenario} scenario serves classify cells; generate cells are measured in the batch scenario")
+    # Its time per output token is measured after the first token: a request makes two at least.
+    if scenario != "batch" and task == "generate" and isinstance(new_tokens, int) and new_tokens < 2:
+        raise SpecError(f"a generate request of the {scenario} scenario makes at least 2 new tokens, got {new_tokens}")
 
 
-def check_server_rules(rules) -> None:
+def check_server_rules(rules, task: str = "classify") -> None:
+    """A server cell's rate or bounds: a classify request is bounded by its latency (p99), a
+    generate request by its time to first token and its time per output token (p99 each)."""
+    token_bounds = rules.slo_ttft_ms is not None or rules.slo_tpot_ms is not None
+    if task == "auto":  # the worker decides from the model: each kind's check then holds there
+        if rules.rate is None and rules.slo_p99_ms is None and not token_bounds:
+            raise SpecError("a server cell needs --rate (requests/s) or a bound (--slo-p99-ms; for generate cells "
+                            "--slo-ttft-ms / --slo-tpot-ms): the rate is then searched")
+        return
+    if task == "generate":
+        if rules.slo_p99_ms is not None:
+            raise SpecError("a generate request is bounded by --slo-ttft-ms and --slo-tpot-ms, not --slo-p99-ms")
+        if rules.rate is None and not token_bounds:
+            raise SpecError("a generate server cell needs --rate (requests/s) or --slo-ttft-ms / --slo-tpot-ms "
+                            "(the rate is then searched)")
+        return
+    if token_bounds:
+        raise SpecError("--slo-ttft-ms and --slo-tpot-ms bound generate cells; a classify request is bounded by --slo-p99-ms")
     if rules.rate is None and rules.slo_p99_ms is None:
         raise SpecError("a server cell needs --rate (requests/s) or --slo-p99-ms (the rate is then searched)")
 
@@ -252,6 +270,10 @@ class MeasureRules:
         "help": "requests/s offered to a server cell (with --slo-p99-ms: where the search starts)"})
     slo_p99_ms: float | None = field(default=None, metadata={
         "help": "p99 bound of a server cell: the highest rate that holds it is searched"})
+    slo_ttft_ms: float | None = field(default=None, metadata={
+        "help": "p99 bound of a generate request's time to first token (server cells; queueing included)"})
+    slo_tpot_ms: float | None = field(default=None, metadata={
+        "help": "p99 bound of a generate request's time per output token after its first (server cells)"})
     batch_window_ms: float = field(default=5.0, metadata={
         "help": "longest wait of a batch's first request before the batch runs (server and offline cells)"})
     serve_time: float = field(default=10.0, metadata={
@@ -282,7 +304,8 @@ class MeasureRules:
             check_number(self.memory_limit_mb, "memory-limit-mb", 1, MAX_MEMORY_MB, integer=True)
         for name in ("warmup", "min_iterations"):
             check_number(getattr(self, name), name.replace("_", "-"), hi=MAX_ITERATIONS, integer=True)
-        for name, top in (("rate", 1e9), ("slo_p99_ms", MAX_SECONDS * 1e3)):
+        for name, top in (("rate", 1e9), ("slo_p99_ms", MAX_SECONDS * 1e3), ("slo_ttft_ms", MAX_SECONDS * 1e3),
+                          ("slo_tpot_ms", MAX_SECONDS * 1e3)):
             if getattr(self, name) is not None:
                 check_number(getattr(self, name), name.replace("_", "-"), 0, top, lo_open=True)
         check_number(self.batch_window_ms, "batch-window-ms", 0, MAX_SECONDS * 1e3)
@@ -370,9 +393,9 @@ class RunSpec:
         if not self.scenarios or len(set(self.scenarios)) != len(self.scenarios):
             raise SpecError("give each scenario once")
         for scenario in self.scenarios:
-            check_scenario(scenario, self.task)
+            check_scenario(scenario, self.task, self.new_tokens)
         if "server" in self.scenarios:
-            check_server_rules(self.rules)
+            check_server_rules(self.rules, self.task)
         self.prices = check_prices(self.prices, self.pools)
         if self.target_rate is not None:
             check_number(self.target_rate, "target-rate", 0, 1e12, lo_open=True)
@@ -457,9 +480,9 @@ class CellSpec:
         if not isinstance(self.repeat, int) or isinstance(self.repeat, bool) or not 0 <= self.repeat < MAX_REPEATS:
             raise SpecError(f"repeat must be an integer from 0 to {MAX_REPEATS - 1}, got {self.repeat!r}")
         check_number(self.host_cap, "host cap", 0, MAX_REPEATS, integer=True)
-        check_scenario(self.scenario, self.task)
+        check_scenario(self.scenario, self.task, self.new_tokens)
         if self.scenario == "server":
-            check_server_rules(self.rules)
+            check_server_rules(self.rules, self.task)
         if self.dtype not in DTYPES:
             raise SpecError(f"unknown dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
         check_variant(self.variant)

@@ -109,6 +109,24 @@ def test_a_history_of_an_older_metric_set_gains_the_new_columns_on_append(histor
     assert History(history_url).append(seed_document()) == 2 and len(History(history_url).cells()) == 4
 
 
+@pytest.mark.fast
+def test_rows_from_before_an_axis_existed_read_its_default(sqlite_history):  # noqa: F811
+    """A history made before the scenario and repeat axes gained their columns on an append, its
+    older rows empty there: they were batch cells measured once, and read and filter as such."""
+    from sqlalchemy import create_engine, text
+
+    History(sqlite_history).append(seed_document())
+    engine = create_engine(history_module.history_url(sqlite_history))
+    with engine.begin() as conn:  # what the migration left in the older rows
+        conn.execute(text("UPDATE cells SET scenario = NULL, repeat = NULL, variant = NULL"))
+    engine.dispose()
+    cells = History(sqlite_history).cells()
+    assert list(cells["scenario"]) == ["batch", "batch"] and list(cells["repeat"]) == [0, 0]
+    assert list(cells["variant"]) == ["eager", "eager"]
+    assert len(History(sqlite_history).cells(scenario="batch", repeat=0, variant="eager")) == 2
+    assert History(sqlite_history).cells(scenario="server").empty
+
+
 def _retype(url: str, column: str) -> None:
     """The column as text: a schema change no append can migrate."""
     from sqlalchemy import create_engine, text

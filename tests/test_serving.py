@@ -258,3 +258,129 @@ def test_batches_run_on_the_batcher_thread_inside_the_cells_device_scope():
     chosen, _, steps, _ = served.serve(fake_torch, prepared, cell, lambda: None, list, 60, scope)
     assert chosen.valid and len(steps) == 1 and seen
     assert set(seen) == {("benchctl-batcher", "cuda:1", True)}
+
+
+# -- generate requests under load: time to first token, time per output token, goodput ----------------
+
+def token_service(first_s: float, rest_s: float):
+    """A fake generator: a batch's first token after ``first_s``, the rest ``rest_s`` later."""
+    def run(n, mark):
+        time.sleep(first_s)
+        mark()
+        time.sleep(rest_s)
+    return run
+
+
+@pytest.mark.fast
+def test_the_batcher_marks_each_batchs_first_token_for_all_its_requests():
+    done, firsts = [], []
+    batcher = DynamicBatcher(token_service(0.005, 0.010), done.extend, max_batch=4, window_s=0.002,
+                             first_token=firsts.append)
+    batcher.start()
+    for i in range(20):
+        batcher.submit([i])
+        time.sleep(0.003)
+    batcher.stop(timeout=30)
+    assert sorted(done) == list(range(20)) and sorted(i for ids in firsts for i in ids) == list(range(20))
+    assert [len(ids) for ids in firsts] == batcher.batches  # one first-token report per batch, all its requests
+    assert len(batcher.first_token_s) == len(batcher.latencies_s) == 20
+    # The first token comes before the completion, by the 10 ms the rest of the batch took.
+    for ft, lat in zip(batcher.first_token_s, batcher.latencies_s):
+        assert 0 < ft < lat and lat - ft >= 0.009
+
+
+def test_loadgen_judges_generate_requests_by_their_ttft_and_tpot_and_agrees_with_the_worker():
+    gen = token_service(0.003, 0.008)  # 5 tokens: TPOT = 8 ms / 4 = 2 ms at the least
+
+    def step(tpot_bound):
+        return run_step("server", gen, max_batch=4, window_s=0.002, duration_s=1.0, rate=100, slo_ms=None, grace_s=10,
+                        new_tokens=5, slo_ttft_ms=200, slo_tpot_ms=tpot_bound)
+
+    held, broken = step(20.0), step(1.0)
+    assert held.valid and not broken.valid and "TTFT or TPOT" in broken.why_invalid()
+    for s in (held, broken):
+        assert len(s.ttft_ms) == len(s.latencies_ms) >= 460 and all(t > 0 for t in s.tpot_ms())
+        ours = statistics.quantiles(s.ttft_ms, n=100)[98]
+        # LoadGen times from its own issue to our FirstTokenComplete: the same request, a few
+        # hundred microseconds apart at most (its threads); 15% or 2 ms, room for a busy host.
+        assert abs(s.p99_ms("ttft") - ours) <= max(2.0, 0.15 * ours), (s.p99_ms("ttft"), ours)
+        assert s.p99_ms("tpot") == pytest.approx(statistics.quantiles(s.tpot_ms(), n=100)[98], rel=0.15, abs=0.5)
+
+
+@pytest.mark.fast
+def test_goodput_counts_the_requests_that_met_every_bound():
+    from bench_protocol.spec import MeasureRules
+    from bench_workers.cell.served import goodput
+    from bench_workers.serving.loadgen import Step
+
+    # 4 requests over 2 s, 5 tokens each: latencies and first tokens (ms) -> TPOT = (lat - ttft) / 4.
+    step = Step("server", 2.0, 2.0, [100.0, 100.0, 300.0, 60.0], [1], [0.0], [0.0], 0.1, 0, {}, new_tokens=5,
+                ttft_ms=[20.0, 80.0, 40.0, 10.0])
+    assert step.tpot_ms() == [20.0, 5.0, 65.0, 12.5]
+    assert goodput(step, MeasureRules(slo_ttft_ms=50, slo_tpot_ms=30)) == pytest.approx(2 / 2.0)  # 1st, 4th
+    assert goodput(step, MeasureRules(slo_ttft_ms=50)) == pytest.approx(3 / 2.0)  # TPOT unbounded
+    assert goodput(step, MeasureRules(slo_tpot_ms=15)) == pytest.approx(2 / 2.0)  # 2nd, 4th
+    assert goodput(step, MeasureRules(rate=2.0)) is None  # no bound: no goodput
+    classify = Step("server", 2.0, 2.0, [100.0, 100.0, 300.0, 60.0], [1], [0.0], [0.0], 0.1, 0, {})
+    assert goodput(classify, MeasureRules(slo_p99_ms=100)) == pytest.approx(3 / 2.0)
+
+
+@pytest.mark.fast
+def test_generate_cells_cost_per_million_tokens_and_the_cheapest_holds_the_bound():
+    frame = _frame([
+        {"pool": "cpu", "cell_id": "R:cpu:b4:batch", "batch_size": 4, "task": "generate", "new_tokens": 16,
+         "scenario": "batch", "throughput_mean": 50.0, "cpu_energy_j_per_sample": 16.0},
+        {"pool": "cpu", "cell_id": "R:cpu:b4:server", "batch_size": 4, "task": "generate", "new_tokens": 16,
+         "served_rate": 10.0, "cpu_energy_j_per_sample": 32.0},
+    ])
+    costs = cost_frame(frame, {"cpu": 0.36}, 25)
+    server = costs[costs["scenario"] == "server"].iloc[0]
+    assert server["unit"] == "generated token" and server["items_per_s"] == 160.0  # 10 req/s x 16 tokens
+    assert server["usd_per_million"] == pytest.approx(0.36 / (160 * 3600) * 1e6)
+    assert server["kwh_per_million"] == pytest.approx(2.0 * 1e6 / 3.6e6)  # 32 J a request: 2 J a token
+    assert server["hosts_for_target"] == 3  # 25 requests/s at 10 each: the target counts requests
+    best, _ = cheapest(costs, "cpu")
+    # The batch cell's throughput is cheaper per token but promises no latency: the served one wins.
+    assert list(best["cell"]) == ["cpu:b4:server"]
+
+
+def test_bounds_are_the_tasks_own_each_refusal_one_line(tmp_path, models_dir):
+    gpt2, out = str(models_dir / "tiny-gpt2"), str(tmp_path / "o")
+    cases = [
+        (["--task", "generate", "--model", gpt2, "--slo-p99-ms", "100"], "bounded by --slo-ttft-ms and --slo-tpot-ms"),
+        (["--slo-ttft-ms", "100"], "bound generate cells"),
+        (["--task", "generate", "--model", gpt2, "--new-tokens", "1", "--slo-ttft-ms", "100"], "at least 2 new tokens"),
+        (["--task", "generate", "--model", gpt2], "needs --rate"),
+    ]
+    for flags, words in cases:
+        res = benchctl("run", "--devices", "cpu", "--scenario", "server", *flags, "--out", out, "--no-history")
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and words in res.stderr, res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_generate_server_cell_searches_within_its_token_bounds(models_dir, tmp_path):
+    out = tmp_path / "out"
+    res = benchctl("run", "--devices", "cpu", "--batch-sizes", "4", "--seq-lens", "16", "--model",
+                   str(models_dir / "tiny-gpt2"), "--task", "generate", "--new-tokens", "8", "--scenario", "server",
+                   "--slo-ttft-ms", "60", "--slo-tpot-ms", "40", "--serve-time", "0.5", "--max-time", "25", "--warmup", "1",
+                   "--price", "cpu=0.40", "--out", str(out), "--no-history", timeout=400)
+    assert res.returncode == 0, res.stderr
+    rec = load_json(out / "results.json")["cells"][0]
+    assert rec["status"] == "ok" and rec["cell_id"].endswith(":generate:n8:server:r0"), rec.get("error")
+    info, m = rec["serving"], rec["metrics"]
+    assert info["searched"] and info["bounds"] == "TTFT p99 within 60 ms and TPOT p99 within 40 ms"
+    assert info["new_tokens"] == 8 and info["batching"].startswith("request-level")
+    for st in info["steps"]:  # every step judged by the tokens, measured by both sides
+        assert st["ttft_p99_ms"] is not None and st["loadgen_ttft_p99_ms"] is not None and st["tpot_p99_ms"] is not None
+        if st["valid"]:
+            assert st["loadgen_ttft_p99_ms"] <= 60 and st["loadgen_tpot_p99_ms"] <= 40
+    if m["served_rate"] is not None:
+        assert info["reported"]["valid"] and (info["above"] is None or not info["above"]["valid"])
+        assert 0 < m["goodput"] <= m["throughput_measured"] * 1.0001
+        assert m["tokens_per_s"] == pytest.approx(m["throughput_mean"] * 8)
+    assert m["ttft_ms"]["n"] == m["decode_ms_per_token"]["n"] == info["reported"]["requests"]
+    assert m["accuracy_token_agreement"] == 1.0  # the served model is the model: greedy tokens agree
+    md = (out / "report.md").read_text()
+    assert "ttft_p99_ms" in md and "tpot_p99_ms" in md and "goodput_req_per_s" in md and "generated token" in md
+    assert (out / "latency_vs_rate.png").stat().st_size > 0

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench_protocol.errors import BenchError
-from bench_protocol.spec import CELL_AXES
+from bench_protocol.spec import AXIS_DEFAULTS, CELL_AXES
 
 from ..reporting.frame import COLUMNS, cells_frame
 
@@ -277,7 +277,13 @@ class History:
             with self.engine.connect() as conn:
                 return pd.DataFrame([dict(row) for row in conn.execute(query).mappings()])
 
-        return self._guard(read).reindex(columns=[c.name for c in table.columns])
+        frame = self._guard(read).reindex(columns=[c.name for c in table.columns])
+        # A row appended before an axis existed was measured at its default (every cell was a
+        # batch cell, measured once): it reads so, not empty.
+        for axis, default in AXIS_DEFAULTS.items():
+            if axis in frame and len(frame):
+                frame[axis] = frame[axis].fillna(default)
+        return frame
 
     def runs(self, model: str | None = None, pool: str | None = None, since: float | None = None,
              limit: int = 50) -> pd.DataFrame:
@@ -298,8 +304,12 @@ class History:
         cells = self.metadata.tables["cells"]
         query = self._select(cells).order_by(cells.c.created, cells.c.cell_id)
         for name, value in (("model", model), ("pool", pool), ("run_id", run_id), *axes.items()):
-            if value is not None:
-                query = query.where(cells.c[name] == value)
+            if value is None:
+                continue
+            match = cells.c[name] == value
+            if name in AXIS_DEFAULTS and value == AXIS_DEFAULTS[name]:
+                match = match | cells.c[name].is_(None)  # rows from before the axis existed
+            query = query.where(match)
         return self._frame(cells, query)
 
 

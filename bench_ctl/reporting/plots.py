@@ -122,27 +122,40 @@ def make_plots(frame: pd.DataFrame, pools: list[str], baseline: str, out_dir: Pa
 
 def latency_vs_rate(steps: list[dict], plt, log_y, save) -> None:
     """p50 and p99 against the offered rate, a line pair per server cell, the bound dashed, the
-    highest rate within it (the knee) ringed."""
+    highest rate within it (the knee) ringed. Generate cells: their TTFT p99 and TPOT p99 beside
+    it, each against its own bound."""
     if not steps:
         return
     data = pd.DataFrame(steps).sort_values("offered_rate")
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for cell, g in data.groupby("cell", sort=False):
-        line = ax.plot(g["offered_rate"], g["p99_ms"], marker="o", label=f"{cell} p99")[0]
-        ax.plot(g["offered_rate"], g["p50_ms"], marker=".", linestyle=":", color=line.get_color(), label=f"{cell} p50")
-        fits = g[g["valid"]]
-        if len(fits):
-            knee = fits.loc[fits["offered_rate"].idxmax()]
-            ax.scatter([knee["offered_rate"]], [knee["p99_ms"]], s=160, facecolors="none", edgecolors=line.get_color(),
-                       zorder=5)
-    for slo in sorted(set(data["slo_p99_ms"].dropna())):
-        ax.axhline(slo, color="red", linestyle="--", linewidth=1, label=f"p99 bound {slo:g} ms")
-    log_y(ax)
-    ax.set_xlabel("offered requests / s")
-    ax.set_ylabel("latency per request (ms, log)")
-    ax.set_title("Latency vs offered rate (ringed: the highest rate within the bound)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    tokens = "ttft_p99_ms" in data and data["ttft_p99_ms"].notna().any()
+    fig, axes = plt.subplots(1, 3 if tokens else 1, figsize=(15 if tokens else 7, 4.2))
+    axes = list(axes) if tokens else [axes]
+    panels = [(axes[0], "p99_ms", "slo_p99_ms", "latency per request (ms, log)", "p99")]
+    if tokens:
+        panels += [(axes[1], "ttft_p99_ms", "slo_ttft_ms", "time to first token p99 (ms, log)", "TTFT p99"),
+                   (axes[2], "tpot_p99_ms", "slo_tpot_ms", "time per output token p99 (ms, log)", "TPOT p99")]
+    for ax, col, bound, ylabel, what in panels:
+        for cell, g in data.groupby("cell", sort=False):
+            g = g[g[col].notna()]
+            if g.empty:
+                continue
+            line = ax.plot(g["offered_rate"], g[col], marker="o", label=f"{cell} {what}")[0]
+            if col == "p99_ms":
+                ax.plot(g["offered_rate"], g["p50_ms"], marker=".", linestyle=":", color=line.get_color(), label=f"{cell} p50")
+            fits = g[g["valid"]]
+            if len(fits):
+                knee = fits.loc[fits["offered_rate"].idxmax()]
+                ax.scatter([knee["offered_rate"]], [knee[col]], s=160, facecolors="none", edgecolors=line.get_color(),
+                           zorder=5)
+        if bound in data:
+            for slo in sorted(set(data[bound].dropna())):
+                ax.axhline(slo, color="red", linestyle="--", linewidth=1, label=f"{what} bound {slo:g} ms")
+        log_y(ax)
+        ax.set_xlabel("offered requests / s")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_title("Latency vs offered rate (ringed: the highest rate within the bound)")
     save(fig, "latency_vs_rate.png", "Latency vs offered rate")
 
 
@@ -159,7 +172,8 @@ def cost_bars(frame: pd.DataFrame, prices, plt, save) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     labels = [f"{display_name(p)}\n{c.split(':', 1)[1]}" for p, c in zip(best["pool"], best["cell"])]
     ax.bar(labels, best["usd_per_million"])
-    ax.set_ylabel("USD per million items")
+    units = sorted(set(best["unit"]))
+    ax.set_ylabel("USD per million " + (units[0] + "s" if len(units) == 1 else "items"))
     ax.set_title("Cost per million: each pool's cheapest VALID configuration")
     ax.grid(True, axis="y", alpha=0.3)
     save(fig, "cost_per_million.png", "Cost per million")

@@ -166,7 +166,8 @@ def install(stage: Path, out_dir: Path) -> dict[str, Path]:
 
 
 def serving_steps(doc: dict) -> list[dict]:
-    """Every load step of every server cell: (pool, cell, offered rate, p50, p99, valid, bound)."""
+    """Every load step of every server cell: (pool, cell, offered rate, p50, p99, valid, bound;
+    a generate cell's TTFT and TPOT p99 and their bounds)."""
     out = []
     for rec in doc["cells"]:
         info = rec.get("serving") or {}
@@ -174,7 +175,9 @@ def serving_steps(doc: dict) -> list[dict]:
             if st.get("offered_rate") is not None:
                 out.append({"pool": rec.get("pool"), "cell": rec["cell_id"].split(":", 1)[1],
                             "offered_rate": st["offered_rate"], "p50_ms": st.get("p50_ms"), "p99_ms": st.get("p99_ms"),
-                            "valid": bool(st.get("valid")), "slo_p99_ms": info.get("slo_p99_ms")})
+                            "valid": bool(st.get("valid")), "slo_p99_ms": info.get("slo_p99_ms"),
+                            "ttft_p99_ms": st.get("ttft_p99_ms"), "tpot_p99_ms": st.get("tpot_p99_ms"),
+                            "slo_ttft_ms": info.get("slo_ttft_ms"), "slo_tpot_ms": info.get("slo_tpot_ms")})
     return out
 
 

@@ -23,6 +23,7 @@ class StepMarks:
         self._torch = torch
         self._device = device
         self.calls: list[list] = []
+        self.on_first = None  # called as a call's first token exists (serving: its time to first token)
 
     def _mark(self):
         if self._cuda:
@@ -36,6 +37,8 @@ class StepMarks:
 
     def tick(self) -> None:
         self.calls[-1].append(self._mark())
+        if self.on_first is not None and len(self.calls[-1]) == 2:
+            self.on_first()
 
     def reset(self) -> None:
         self.calls = []

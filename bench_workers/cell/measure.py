@@ -345,22 +345,31 @@ def _measure_served(torch, cell: CellSpec, device, runtime, loaded, model, feeds
     """A server or offline cell (bench_workers/cell/served.py): prepared per batch shape, served
     under LoadGen's load, the record built from the reported load step."""
     key = _model_key(loaded, cell)
+    marks: dict = {}  # generate: per batch shape, the marks of its tokens (the first one is its TTFT)
+
+    def eager_for(fk: dict, m):
+        return generation.make_call(model, fk, cell.new_tokens, m) if m is not None else (lambda: model(**fk))
 
     def ctx_for(k: int):
         fk = {name: t[:k] for name, t in feeds.items()}
-        return runtimes.PrepareContext(torch, model, fk, device, sync, lambda: model(**fk),
+        if cell.task == "generate":
+            marks[k] = generation.StepMarks(torch, device)
+        return runtimes.PrepareContext(torch, model, fk, device, sync, eager_for(fk, marks.get(k)),
                                        dataclasses.replace(cell, batch_size=k), torch.get_num_threads(), key)
 
     prepared = served.prepare(torch, runtime, ctx_for, cell, sync,
                               lambda: _check_deadline(deadline, cell.rules.time_limit))
+    for m in marks.values():
+        m.reset()  # the warm-up's marks
     top = prepared.runners[cell.batch_size]
     budget = min(cell.rules.max_time, deadline - time.time() - 2 * cell.rules.serve_time)
     chosen, above, steps, trackers = served.serve(
         torch, prepared, cell, sync, lambda: _side_trackers(torch, device, sync, gpu_baseline_mb, top.torch_allocator), budget,
-        lambda: cuda_device.scope(torch, device))
+        lambda: cuda_device.scope(torch, device), marks)
     _check_deadline(deadline, cell.rules.time_limit)
-    output = top.call()  # untimed: the largest batch against the fp32 eager reference
-    checked = accuracy.compare(torch, output, _reference(cell, loaded, model, lambda: model(**feeds), None, cache,
+    output = _untimed_call(top.call, marks.get(cell.batch_size))  # the largest batch against the fp32 eager reference
+    reference_marks = generation.StepMarks(torch, device) if cell.task == "generate" else None
+    checked = accuracy.compare(torch, output, _reference(cell, loaded, model, eager_for(feeds, reference_marks), reference_marks, cache,
                                                          allowed_dirs, device, feeds), cell.task, cell.seq_len)
     runner_info, method = top.info, top.method
     serving = served.serving_info(chosen, above, steps, prepared, cell)
@@ -373,7 +382,12 @@ def _measure_served(torch, cell: CellSpec, device, runtime, loaded, model, feeds
     side, tracker_status = _tracker_results({}, trackers)
     metrics.update(side)
     _per_sample_energy(metrics)
-    metrics.update({f"accuracy_{k}": checked.get(k) for k in ("top1_agreement", "max_abs_diff") if checked.get(k) is not None})
+    metrics.update({f"accuracy_{k}": checked.get(k) for k in ("top1_agreement", "max_abs_diff", "token_agreement")
+                    if checked.get(k) is not None})
+    if cell.task == "generate":
+        generated = (metrics.get("timed_items") or 0) * cell.new_tokens
+        metrics["gpu_energy_j_per_token"] = (metrics["gpu_energy_j"] / generated
+                                             if metrics.get("gpu_energy_j") is not None and generated else None)
     metrics.update({"load_s": None if cached else loaded.load_s, "model_cached": cached, "tokenize_ms": tokenize_ms,
                     "first_call_ms": first_call_ms, "compile_s": prepare_s, "recompilations": None})
     return _ok_record(torch, cell, device, model, info, method, runner_info, checked, sdpa, peaks, spec, metrics,

@@ -3,6 +3,10 @@
 the batch and completes its requests. Latency of a request = its completion - its arrival, so
 the time it waited in the queue counts.
 
+For generated text (``first_token`` given), ``run_batch(n, mark)`` calls ``mark()`` when the
+batch's first token exists: each request's time to first token = that moment - its arrival,
+and ``first_token`` hears of it at once (a streaming server sends the token then).
+
 A batch that raises stops serving: every request still queued is completed unserved (so the
 load generator never waits for ever) and the error is raised by :meth:`stop`. A deadline does
 the same for a host that cannot keep up: what it never served is counted as dropped.
@@ -18,10 +22,11 @@ from collections.abc import Callable
 
 class DynamicBatcher:
     def __init__(self, run_batch: Callable[[int], None], complete: Callable[[list], None], max_batch: int,
-                 window_s: float, clock: Callable[[], float] = time.perf_counter) -> None:
+                 window_s: float, clock: Callable[[], float] = time.perf_counter,
+                 first_token: Callable[[list], None] | None = None) -> None:
         if max_batch < 1 or window_s < 0:
             raise ValueError("max_batch must be positive and window_s non-negative")
-        self._run_batch, self._complete, self._clock = run_batch, complete, clock
+        self._run_batch, self._complete, self._clock, self._first_token = run_batch, complete, clock, first_token
         self.max_batch, self.window_s = max_batch, window_s
         self._queue: collections.deque = collections.deque()  # (request id, arrival)
         self._cv = threading.Condition()
@@ -31,6 +36,7 @@ class DynamicBatcher:
         # What the run was: arrivals and per-request latencies (s), the batches formed, busy time.
         self.arrivals: list[float] = []
         self.latencies_s: list[float] = []
+        self.first_token_s: list[float] = []  # per request, its time to first token (generated text only)
         self.batches: list[int] = []
         self.first_waits_s: list[float] = []  # how long each batch's oldest request waited for it to start
         self.spans: list[tuple[float, float]] = []  # (start, end) of each batch run
@@ -83,6 +89,21 @@ class DynamicBatcher:
                 return None
             return [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
 
+    def _run(self, batch: list) -> float | None:
+        """Run a batch; for generated text, the moment its first token existed."""
+        if self._first_token is None:
+            self._run_batch(len(batch))
+            return None
+        marked: list[float] = []
+
+        def mark() -> None:
+            if not marked:
+                marked.append(self._clock())
+                self._first_token([rid for rid, _ in batch])
+
+        self._run_batch(len(batch), mark)
+        return marked[0] if marked else None
+
     def _past_deadline(self) -> bool:
         return self._deadline is not None and self._clock() > self._deadline
 
@@ -92,12 +113,15 @@ class DynamicBatcher:
             while (batch := self._next_batch()) is not None:
                 t0 = self._clock()
                 self.first_waits_s.append(t0 - batch[0][1])
-                self._run_batch(len(batch))
+                first = self._run(batch)
                 done = self._clock()
                 self.busy_s += done - t0
                 self.spans.append((t0, done))
                 self.batches.append(len(batch))
                 self.latencies_s.extend(done - arrival for _, arrival in batch)
+                if self._first_token is not None:
+                    at = first if first is not None else done
+                    self.first_token_s.extend(at - arrival for _, arrival in batch)
                 self._complete([rid for rid, _ in batch])
                 batch = []
         except BaseException as exc:  # noqa: BLE001 - raised again by stop(); the generator must not wait for ever

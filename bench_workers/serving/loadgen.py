@@ -1,6 +1,8 @@
 """One load step under MLPerf LoadGen: its Server scenario (Poisson arrivals at a target rate,
 one request per query, a p99 bound judged with its early-stopping estimate) or its Offline
-scenario (every request at once), against the worker's dynamic batcher.
+scenario (every request at once), against the worker's dynamic batcher. A generate request is
+judged by its tokens (LoadGen's token latencies): its time to first token and its time per
+output token after the first, each at p99 against its own bound.
 
 LoadGen decides the arrivals (seeded: a step is repeatable) and the verdict (VALID/INVALID with
 its reasons); the batcher measures each request's latency itself, so the record holds the
@@ -49,6 +51,8 @@ class Step:
     loadgen: dict = field(default_factory=dict)  # LoadGen's result_* and early_stopping_* entries
     confirmed: bool = False  # a confirmation step (longer, at a rate the search found) that held
     role: str = "step"  # "step", or "confirmation"
+    new_tokens: int = 0  # per generate request (0: a classify request)
+    ttft_ms: list[float] = field(default_factory=list)  # per generate request, queueing included
     overruled: bool = False  # a longer step at this rate or below failed: this one does not count
 
     @property
@@ -59,14 +63,23 @@ class Step:
     def completed_rate(self) -> float | None:
         return self.loadgen.get("result_completed_samples_per_sec") or self.loadgen.get("result_samples_per_second")
 
-    def p99_ms(self) -> float | None:
-        ns = self.loadgen.get("result_99.00_percentile_latency_ns")
+    def p99_ms(self, of: str = "latency") -> float | None:
+        """LoadGen's p99 of the request ("latency"), of its first token ("ttft") or of its time
+        per output token ("tpot")."""
+        ns = self.loadgen.get(_P99_KEYS[of])
         return ns / 1e6 if ns is not None else None
+
+    def tpot_ms(self) -> list[float]:
+        """Per generate request: (completion - first token) / (new tokens - 1), as LoadGen counts it."""
+        if self.new_tokens < 2:
+            return []
+        return [(lat - ft) / (self.new_tokens - 1) for lat, ft in zip(self.latencies_ms, self.ttft_ms)]
 
     def why_invalid(self) -> str | None:
         if self.valid:
             return None
-        unmet = [what for key, what in (("result_perf_constraints_met", "p99 above the bound"),
+        bound = "p99 of TTFT or TPOT above its bound" if self.new_tokens else "p99 above the bound"
+        unmet = [what for key, what in (("result_perf_constraints_met", bound),
                                         ("result_min_duration_met", "too short"),
                                         ("result_min_queries_met", "too few queries"),
                                         ("early_stopping_met", "early stopping not met"))
@@ -76,6 +89,12 @@ class Step:
         if self.overruled:
             unmet.append("overruled: a longer confirmation step at this rate or below did not hold the bound")
         return ", ".join(unmet) or f"LoadGen: {self.loadgen.get('result_validity')}"
+
+
+_P99_KEYS = {"latency": "result_99.00_percentile_latency_ns",
+             "ttft": "result_first_token_99.00_percentile_latency_ns",
+             "tpot": "result_time_per_output_token_99.00_percentile_ns"}
+DAY_MS = 86400e3  # the bound of what is not bounded: it never binds
 
 
 def _lg():
@@ -97,15 +116,19 @@ def more_queries_needed(step: Step) -> int | None:
     lg = step.loadgen
     if lg.get("early_stopping_met") is not False or lg.get("result_perf_constraints_met") is False:
         return None
-    m = re.search(r"at least (\d+) more queries", str(lg.get("early_stopping_result", "")))
-    return int(m.group(1)) if m else None
+    asked = [int(m.group(1)) for key in ("early_stopping_result", "early_stopping_ttft_result", "early_stopping_tpot_result")
+             if (m := re.search(r"at least (\d+) more queries", str(lg.get(key, ""))))]
+    return max(asked) if asked else None
 
 
 def run_step(scenario: str, run_batch, *, max_batch: int, window_s: float, duration_s: float, rate: float,
-             slo_ms: float | None, grace_s: float, queries: int = MIN_QUERIES) -> Step:
+             slo_ms: float | None, grace_s: float, queries: int = MIN_QUERIES, new_tokens: int = 0,
+             slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None) -> Step:
     """Serve one step. ``rate``: Server's target requests/s, Offline's expected throughput (it
     sizes the one query). ``slo_ms``: the p99 bound (None: validity rests on duration and count).
-    Requests still queued ``grace_s`` after the issuing ends are dropped."""
+    ``new_tokens``: a generate request's tokens (at least 2; ``run_batch(n, mark)`` marks the
+    first), judged by ``slo_ttft_ms`` and ``slo_tpot_ms`` instead of ``slo_ms``. Requests still
+    queued ``grace_s`` after the issuing ends are dropped."""
     lg = _lg()
     batcher: DynamicBatcher
 
@@ -113,17 +136,24 @@ def run_step(scenario: str, run_batch, *, max_batch: int, window_s: float, durat
         batcher.submit([s.id for s in samples])
 
     def complete(ids):
-        lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0) for i in ids])
+        lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0, *([new_tokens] if new_tokens else [])) for i in ids])
 
-    batcher = DynamicBatcher(run_batch, complete, max_batch, window_s)
+    def first_token(ids):
+        lg.FirstTokenComplete([lg.QuerySampleResponse(i, 0, 0, 1) for i in ids])
+
+    batcher = DynamicBatcher(run_batch, complete, max_batch, window_s, first_token=first_token if new_tokens else None)
     settings = lg.TestSettings()
     settings.mode = lg.TestMode.PerformanceOnly
     settings.scenario = lg.TestScenario.Server if scenario == "server" else lg.TestScenario.Offline
     settings.server_target_qps = float(rate)
     settings.offline_expected_qps = float(rate)
     # No bound: validity rests on the duration and the count (a bound of a day never binds).
-    settings.server_target_latency_ns = int((slo_ms if slo_ms is not None else 86400e3) * 1e6)
+    settings.server_target_latency_ns = int((slo_ms if slo_ms is not None else DAY_MS) * 1e6)
     settings.server_target_latency_percentile = 0.99
+    if new_tokens:
+        settings.use_token_latencies = True
+        settings.ttft_latency = int((slo_ttft_ms if slo_ttft_ms is not None else DAY_MS) * 1e6)
+        settings.tpot_latency = int((slo_tpot_ms if slo_tpot_ms is not None else DAY_MS) * 1e6)
     length = step_length(duration_s, rate, queries)
     settings.min_duration_ms = int(duration_s * 1e3)
     settings.max_duration_ms = int(length * 1.5 * 1e3) + 1000
@@ -149,7 +179,8 @@ def run_step(scenario: str, run_batch, *, max_batch: int, window_s: float, durat
         results = parse_detail_log(Path(out) / "mlperf_log_detail.txt")
     return Step(scenario, float(rate) if scenario == "server" else None, elapsed,
                 [s * 1e3 for s in batcher.latencies_s], list(batcher.batches), [s * 1e3 for s in batcher.first_waits_s],
-                [a - t0 for a in batcher.arrivals], batcher.busy_s, batcher.dropped, results)
+                [a - t0 for a in batcher.arrivals], batcher.busy_s, batcher.dropped, results, new_tokens=new_tokens,
+                ttft_ms=[s * 1e3 for s in batcher.first_token_s])
 
 
 _KEEP = ("result_", "early_stopping_", "effective_target_qps", "effective_min_duration_ms",

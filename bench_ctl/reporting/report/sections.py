@@ -207,6 +207,9 @@ def serving(ctx: ReportContext) -> list:
     if not len(served):
         return []
     cols = {**AXIS_HEADERS, **labelled("serving", served), "latency_ms_p50": "p50_ms", "latency_ms_p99": "p99_ms"}
+    generate = (served["task"] == "generate").any()
+    if generate:  # a generate request's own bounds: its first token, then each token after it
+        cols.update({"ttft_ms_p99": "ttft_p99_ms", "decode_ms_per_token_p99": "tpot_p99_ms", "tokens_per_s": "tokens_per_s"})
     table = served.assign(validity=served["valid"].map({True: "VALID", False: "INVALID"}))
     out: list = [Heading(2, "Serving under load"),
                  Para("Requests arrive as MLPerf LoadGen schedules them (server: Poisson arrivals at the offered rate; "
@@ -214,7 +217,14 @@ def serving(ctx: ReportContext) -> list:
                       "largest batch) within the batch window. Latency is per request, from arrival to completion, "
                       "queueing included. served_req_per_s is the completed rate of a VALID load step; with a p99 bound, "
                       "the highest rate found within it. Validity is LoadGen's verdict (its early-stopping estimate of "
-                      "p99 against the bound, the duration and the count) and every request served.")]
+                      "p99 against the bound, the duration and the count) and every request served."
+                      + (" A generate request is judged by its tokens, as LoadGen's token latencies count them: its "
+                         "time to first token (ttft, queueing included) and its time per output token after the first "
+                         "(tpot = (completion - first token) / (new tokens - 1)), each at p99 against its bound "
+                         "(--slo-ttft-ms, --slo-tpot-ms); goodput is the rate of requests that met every bound, each "
+                         "judged on its own; tokens_per_s counts generated tokens. A batch of generate requests runs "
+                         "together until each has its tokens: one that arrives meanwhile waits for the next batch."
+                         if generate else ""))]
     out.append(Table(table[[*cols, "validity"]].rename(columns=cols), floatfmt=".4g", md_rows=MD_ROWS))
     steps, notes = [], set()
     for rec in ctx.doc["cells"]:
@@ -226,9 +236,16 @@ def serving(ctx: ReportContext) -> list:
                           "offered_req_per_s": st.get("offered_rate"),
                           "completed_req_per_s": st.get("completed_rate"), "p50_ms": st.get("p50_ms"),
                           "p99_ms": st.get("p99_ms"), "loadgen_p99_ms": st.get("loadgen_p99_ms"),
-                          "requests": st.get("requests"), "verdict": "VALID" if st.get("valid") else st.get("why_invalid")})
+                          "requests": st.get("requests"),
+                          **({"ttft_p99_ms": st.get("ttft_p99_ms"), "loadgen_ttft_p99_ms": st.get("loadgen_ttft_p99_ms"),
+                              "tpot_p99_ms": st.get("tpot_p99_ms"), "loadgen_tpot_p99_ms": st.get("loadgen_tpot_p99_ms")}
+                             if "ttft_p99_ms" in st else {}),
+                          "goodput_req_per_s": st.get("goodput"),
+                          "verdict": "VALID" if st.get("valid") else st.get("why_invalid")})
     if steps:
-        out += [Heading(3, "Load steps"), Table(pd.DataFrame(steps), floatfmt=".4g", md_rows=MD_ROWS)]
+        frame = pd.DataFrame(steps)
+        frame = frame.drop(columns=[c for c in frame if frame[c].isna().all()])  # goodput without a bound
+        out += [Heading(3, "Load steps"), Table(frame, floatfmt=".4g", md_rows=MD_ROWS)]
     if notes:
         out.append(Para("Shorter than MLPerf's rules: " + "; ".join(sorted(notes)) + "."))
     return out
@@ -245,7 +262,9 @@ def cheapest_way_to_serve(ctx: ReportContext) -> list:
                                if best[c].isna().all()])
     out: list = [Heading(2, "Cheapest way to serve it"),
                  Para("Per pool: the VALID configuration with the lowest cost per million items (without a price, the "
-                      "highest sustained rate). Cost per million = USD per hour / (items/s x 3600) x 10^6, from the rate "
+                      "highest sustained rate); where a pool has server or offline cells, among those alone, whose "
+                      "load steps held the run's bounds; an item is an inference, or for generate cells a generated token "
+                      "(the unit column). Cost per million = USD per hour / (items/s x 3600) x 10^6, from the rate "
                       "served under load where the cell was a server or offline cell, else from its throughput; energy "
                       "per million from the GPU's energy counter or the CPU's RAPL counter"
                       + (f"; hosts_for_target: hosts of the pool for {target:g} requests/s" if target else "") + "."
