@@ -384,3 +384,38 @@ def test_a_generate_server_cell_searches_within_its_token_bounds(models_dir, tmp
     md = (out / "report.md").read_text()
     assert "ttft_p99_ms" in md and "tpot_p99_ms" in md and "goodput_req_per_s" in md and "generated token" in md
     assert (out / "latency_vs_rate.png").stat().st_size > 0
+
+
+def test_a_generate_batchs_first_token_is_synchronised_before_it_counts():
+    """On a GPU the token exists when the device says so: the first-token hook synchronises the
+    device first (a fake sync here, and fake token marks as generate's logits processor makes them)."""
+    import contextlib
+    import types
+
+    from bench_protocol.spec import CellSpec, MeasureRules
+    from bench_workers.cell import generation, served
+    from bench_workers.runtimes.base import Runner
+
+    events: list[str] = []
+    marks = {k: generation.StepMarks(types.SimpleNamespace(), types.SimpleNamespace(type="cpu")) for k in (1, 2)}
+
+    def runner(k):
+        def call():
+            marks[k].begin()
+            for _ in range(3):  # three tokens
+                time.sleep(0.001)
+                events.append("token")
+                marks[k].tick()
+        return Runner(call)
+
+    fake_torch = types.SimpleNamespace(inference_mode=contextlib.nullcontext)
+    prepared = served.Prepared({k: runner(k) for k in (1, 2)}, None, 400.0, 1.0)
+    cell = CellSpec(run_id="20260101-000000-abcdef", pool="cuda:0", batch_size=2, seq_len=8, dtype="fp32",
+                    task="generate", new_tokens=3, scenario="server", rules=MeasureRules(rate=200.0, serve_time=0.5))
+    chosen, _, _, _ = served.serve(fake_torch, prepared, cell, lambda: events.append("sync"), list, 60, marks=marks)
+    assert chosen.valid and chosen.new_tokens == 3 and len(chosen.ttft_ms) == len(chosen.latencies_ms) >= 460
+    # Each call: a token, then the sync of its first-token report, two more tokens, the sync at its end.
+    assert "".join(events[:5]) == "tokensynctokentokensync", events[:5]
+    assert events.count("sync") == 2 * events.count("token") // 3, (events.count("sync"), events.count("token"))
+    assert all(m.calls == [] for m in marks.values())  # marks do not pile up over a load step
+    assert all(lat - ft >= 1.5 for lat, ft in zip(chosen.latencies_ms, chosen.ttft_ms))  # two 1 ms tokens after the first
