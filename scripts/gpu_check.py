@@ -95,6 +95,7 @@ def step_gpu() -> None:
     _guarded("oom", lambda: _oom(cache))
     _guarded("server", lambda: _server(cache))
     _guarded("generate", lambda: _generate(cache))
+    _guarded("generate-server", lambda: _generate_server(cache))
     _guarded("precision", lambda: _precision(cache))
     _guarded("ort", lambda: _ort(cache))
     with cuda_device.scope(torch, device):  # the bf16 ceiling against the spec sheet
@@ -213,6 +214,26 @@ def _server(cache) -> None:
     _emit(check="server", status=rec.get("status"), error=rec.get("error"), requests=rep.get("requests"),
           dropped=rep.get("dropped"), p99_ms=rep.get("p99_ms"), loadgen_p99_ms=rep.get("loadgen_p99_ms"),
           valid=rep.get("valid"), gpu_avg_power_w=(rec.get("metrics") or {}).get("gpu_avg_power_w"))
+
+
+def _generate_server(cache) -> None:
+    """Generate requests under load on the GPU: the first token synchronised and reported to
+    LoadGen as it exists, TTFT and TPOT judged at p99 (gpt2 b8, 16 new tokens, 40 req/s)."""
+    import dataclasses
+
+    from bench_protocol.spec import ModelRef
+    from bench_workers.cell.measure import measure_cell
+
+    cell = _cell("cuda", 8, seq=32, min_time=0.3)
+    cell = dataclasses.replace(cell, task="generate", new_tokens=16, model=ModelRef(model="gpt2"), scenario="server",
+                               rules=dataclasses.replace(cell.rules, rate=40.0, serve_time=2.0, slo_ttft_ms=1000.0,
+                                                         slo_tpot_ms=100.0))
+    rec = measure_cell(cell, "cuda:0", cache=cache)
+    rep = (rec.get("serving") or {}).get("reported") or {}
+    _emit(check="generate-server", status=rec.get("status"), error=rec.get("error"), requests=rep.get("requests"),
+          dropped=rep.get("dropped"), ttft_p99_ms=rep.get("ttft_p99_ms"), loadgen_ttft_p99_ms=rep.get("loadgen_ttft_p99_ms"),
+          tpot_p99_ms=rep.get("tpot_p99_ms"), loadgen_tpot_p99_ms=rep.get("loadgen_tpot_p99_ms"), goodput=rep.get("goodput"),
+          valid=rep.get("valid"))
 
 
 def _oom(cache) -> None:
@@ -350,6 +371,13 @@ def _judge_gpu(c: Check, gpu: list[dict], gpu_name: str | None) -> dict:
               and bool(fp32_ms and bf_ms and bf_ms < fp32_ms) and (bf.get("top1") or 0) >= 0.9,
               f"{bf_ms} ms vs fp32 {fp32_ms} ms, top-1 {bf.get('top1')}, max |diff| {bf.get('max_abs_diff')}, "
               f"{bf.get('error') or bf.get('exception') or ''}")
+    gs = _by(gpu, "generate-server")
+    ft, lft = gs.get("ttft_p99_ms"), gs.get("loadgen_ttft_p99_ms")
+    c.verdict("generate requests at 40 req/s (gpt2 b8, 16 tokens): all served, own TTFT p99 within 10% (or 2 ms) of LoadGen's",
+              gs.get("status") == "ok" and not gs.get("dropped") and bool(ft and lft and abs(ft - lft) <= max(2.0, 0.1 * lft)),
+              f"{gs.get('requests')} requests, TTFT p99 {ft} ms (LoadGen {lft}), TPOT p99 {gs.get('tpot_p99_ms')} ms "
+              f"(LoadGen {gs.get('loadgen_tpot_p99_ms')}), goodput {gs.get('goodput')} req/s, valid {gs.get('valid')}, "
+              f"{gs.get('error') or gs.get('exception') or ''}")
     gen = _by(gpu, "generate")
     call, ttft, dec, steps = gen.get("call_ms"), gen.get("ttft_ms"), gen.get("decode_ms"), gen.get("steps") or []
     parts = ttft + dec * steps[0] if ttft and dec and len(steps) == 1 else None
