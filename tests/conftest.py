@@ -29,6 +29,18 @@ os.environ["BENCHCTL_HISTORY"] = str(Path(__import__("tempfile").mkdtemp(prefix=
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
+# Tests that time cells against short limits or wait out a broker's timeouts: run side by side
+# (pytest-xdist), they share one lane, so two of them never compete for the CPU; every other
+# test may run beside them.
+TIMED_MODULES = {"test_faults", "test_across_hosts", "test_store_pressure", "test_distributed", "test_load", "test_scale"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in TIMED_MODULES:
+            item.add_marker(pytest.mark.xdist_group("timed"))
+
+
 def cell_id(run_id: str, pool: str = "cpu", batch: int = 1, seq: int = 16, dtype: str = "fp32", **axes) -> str:
     """A cell's id as the spec makes it (every axis beyond these at its default)."""
     return CellSpec(run_id=run_id, pool=pool, batch_size=batch, seq_len=seq, dtype=dtype, **axes).cell_id

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 import signal
 import time
@@ -209,11 +210,14 @@ def register_tasks(app, settings: WorkerSettings) -> None:
         if claim is None and holder == HOST_FULL:  # --hosts-per-pool: another host of the pool must take it
             log.info("cell %s: host %s took its %d of this cell's repeats; handed back for another host",
                      cell.cell_id, host, cell.host_cap)
-            # Wait before handing it back, holding this worker's one slot: its consumer fetches
-            # nothing meanwhile, so the pool's idle workers are first in line for the task again
-            # (handed back at once, the same worker would fetch it straight back).
-            time.sleep(HOST_BOUNCE_S)
-            raise self.retry(countdown=0, max_retries=None)
+            # Back in the queue now, then this worker's one slot held a while: its consumer fetches
+            # nothing meanwhile, so another host's worker is first in line for the task (waiting
+            # first and handing it back after, the same worker fetched it straight back; two hosts
+            # each holding the other's cell did so for ever). The wait varies, so two such workers
+            # do not keep waking in step.
+            handed_back = self.retry(countdown=0, max_retries=None, throw=False)  # sent now, not raised yet
+            time.sleep(HOST_BOUNCE_S * random.uniform(0.5, 1.5))
+            raise handed_back  # the task's state is RETRY, as Flower and `celery events` show it
         if claim is None:
             log.warning("cell %s is being measured by %s; trying again later", cell.cell_id, holder)
             raise self.retry(countdown=2 * CLAIM_REFRESH, max_retries=None)
