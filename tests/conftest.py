@@ -32,7 +32,7 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 # Tests that time cells against short limits or wait out a broker's timeouts: run side by side
 # (pytest-xdist), they share one lane, so two of them never compete for the CPU; every other
 # test may run beside them.
-TIMED_MODULES = {"test_faults", "test_across_hosts", "test_store_pressure", "test_distributed", "test_load", "test_scale"}
+TIMED_MODULES = {"test_faults", "test_across_hosts"}
 
 
 def pytest_collection_modifyitems(config, items):

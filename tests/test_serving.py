@@ -154,7 +154,7 @@ def test_a_server_cell_searches_its_rate_and_the_report_costs_it(tiny_model, tmp
     prices.write_text("[prices]\ncpu = 0.40\n")
     out = tmp_path / "out"
     res = benchctl("run", "--devices", "cpu", "--batch-sizes", "4", "--seq-lens", "16", "--model", str(tiny_model),
-                   "--scenario", "batch,server", "--slo-p99-ms", "250", "--serve-time", "1", "--max-time", "90",
+                   "--scenario", "batch,server", "--slo-p99-ms", "250", "--serve-time", "1", "--max-time", "20",
                    "--warmup", "1", "--iterations", "3", "--min-time", "0", "--price", str(prices),
                    "--target-rate", "1000", "--out", str(out), "--no-history", timeout=400)
     assert res.returncode == 0, res.stderr
@@ -363,7 +363,7 @@ def test_a_generate_server_cell_searches_within_its_token_bounds(models_dir, tmp
     out = tmp_path / "out"
     res = benchctl("run", "--devices", "cpu", "--batch-sizes", "4", "--seq-lens", "16", "--model",
                    str(models_dir / "tiny-gpt2"), "--task", "generate", "--new-tokens", "8", "--scenario", "server",
-                   "--slo-ttft-ms", "60", "--slo-tpot-ms", "40", "--serve-time", "0.5", "--max-time", "25", "--warmup", "1",
+                   "--slo-ttft-ms", "60", "--slo-tpot-ms", "40", "--serve-time", "0.5", "--max-time", "12", "--warmup", "1",
                    "--price", "cpu=0.40", "--out", str(out), "--no-history", timeout=400)
     assert res.returncode == 0, res.stderr
     rec = load_json(out / "results.json")["cells"][0]
