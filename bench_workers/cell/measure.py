@@ -292,11 +292,9 @@ def _measure_on(torch, cell: CellSpec, device, cache: ModelCache, allowed_dirs, 
     if marks is not None:
         phase_metrics, phases = generation.generate_metrics(marks, cell.batch_size, cell.new_tokens)
         metrics.update(phase_metrics)
-        generated = items * cell.new_tokens
-        metrics["gpu_energy_j_per_token"] = metrics["gpu_energy_j"] / generated if metrics.get("gpu_energy_j") is not None and generated else None
+        _per_token_energy(metrics, items * cell.new_tokens)
     metrics.update(transfers)
-    metrics.update({f"accuracy_{k}": checked.get(k) for k in ("top1_agreement", "max_abs_diff", "token_agreement")
-                    if checked.get(k) is not None})
+    metrics.update(_accuracy_metrics(checked))
     metrics.update({"first_call_ms": first_call_ms, "load_s": None if cached else loaded.load_s,
                     "model_cached": cached, "tokenize_ms": tokenize_ms,
                     "compile_s": prepare_s, "recompilations": recompilations})
@@ -305,6 +303,17 @@ def _measure_on(torch, cell: CellSpec, device, cache: ModelCache, allowed_dirs, 
                       metrics, tracker_status, latencies_ms=latency.latencies_ms(),
                       **({"phase_latencies_ms": phases} if phases is not None else {}),
                       shortfall=rule.shortfall(n, elapsed))
+
+
+def _per_token_energy(metrics: dict, generated: int) -> None:
+    energy = metrics.get("gpu_energy_j")
+    metrics["gpu_energy_j_per_token"] = energy / generated if energy is not None and generated else None
+
+
+def _accuracy_metrics(checked: dict) -> dict:
+    """The record's accuracy metrics from the check against the fp32 eager reference."""
+    return {f"accuracy_{k}": checked[k] for k in ("top1_agreement", "max_abs_diff", "token_agreement")
+            if checked.get(k) is not None}
 
 
 def _per_sample_energy(metrics: dict) -> int:
@@ -382,12 +391,9 @@ def _measure_served(torch, cell: CellSpec, device, runtime, loaded, model, feeds
     side, tracker_status = _tracker_results({}, trackers)
     metrics.update(side)
     _per_sample_energy(metrics)
-    metrics.update({f"accuracy_{k}": checked.get(k) for k in ("top1_agreement", "max_abs_diff", "token_agreement")
-                    if checked.get(k) is not None})
+    metrics.update(_accuracy_metrics(checked))
     if cell.task == "generate":
-        generated = (metrics.get("timed_items") or 0) * cell.new_tokens
-        metrics["gpu_energy_j_per_token"] = (metrics["gpu_energy_j"] / generated
-                                             if metrics.get("gpu_energy_j") is not None and generated else None)
+        _per_token_energy(metrics, (metrics.get("timed_items") or 0) * cell.new_tokens)
     metrics.update({"load_s": None if cached else loaded.load_s, "model_cached": cached, "tokenize_ms": tokenize_ms,
                     "first_call_ms": first_call_ms, "compile_s": prepare_s, "recompilations": None})
     return _ok_record(torch, cell, device, model, info, method, runner_info, checked, sdpa, peaks, spec, metrics,
