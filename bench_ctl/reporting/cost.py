@@ -3,7 +3,8 @@
 cost per million = price per hour / (sustained items per second x 3600) x 10^6, where the
 sustained rate is a server cell's highest rate within its p99 bound (served_rate) where there is
 one, else the cell's throughput. A generate cell's item is a generated token: its rate is the
-requests' rate times the tokens each makes, and its cost is per million generated tokens. Energy per million comes from the GPU's energy counter and, on
+requests' rate times the tokens each makes, and its cost is per million generated tokens.
+Energy per million comes from the GPU's energy counter and, on
 CPU hosts, from RAPL where the host exposes it; "not measured" otherwise.
 """
 

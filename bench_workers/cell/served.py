@@ -81,10 +81,7 @@ def prepare(torch, runtime, ctx_for, cell, sync, check_deadline) -> Prepared:
 
 def bounded(cell) -> bool:
     """Whether a server cell has a latency bound, so its highest rate within it is searched."""
-    rules = cell.rules
-    if cell.task == "generate":
-        return rules.slo_ttft_ms is not None or rules.slo_tpot_ms is not None
-    return rules.slo_p99_ms is not None
+    return bounds_text(cell) is not None
 
 
 def serve(torch, prepared: Prepared, cell, sync, side_trackers, budget_s: float, device_scope=contextlib.nullcontext,
@@ -93,7 +90,7 @@ def serve(torch, prepared: Prepared, cell, sync, side_trackers, budget_s: float,
     step's trackers); ``device_scope()``: the cell's device made current on the batcher's thread;
     ``marks``: per bucket, a generate call's token marks (generation.StepMarks). A server cell
     with a bound (--slo-p99-ms; generate: --slo-ttft-ms, --slo-tpot-ms) searches its highest rate
-    within it (from --rate, else from the capacity of the largest batch); one with --rate alone
+    within it (from --rate, else from half the capacity of the largest batch); one with --rate alone
     serves that rate; an offline cell serves every request at once, sized by the capacity."""
     rules = cell.rules
     shapes = sorted(prepared.runners)
