@@ -40,10 +40,13 @@ VISIBILITY_MARGIN = 15.0
 # How often a consumer sweeps for messages past the visibility timeout (kombu's default
 # effective sweep is 10 s x 10 calls; we want the bound to be the timeout plus a few seconds).
 RESTORE_INTERVAL = 5
-# A worker's claim on the cell it measures; refreshed while it runs, so it lapses soon
-# after a worker dies and long before the message is delivered again.
+# A worker's claim on the cell it measures lapses this long after its last refresh (the
+# default of the BENCHCTL_CLAIM_TTL setting, bench_protocol/settings.py), so a dead worker's
+# cell is queued again soon and long before the message is delivered again. It is refreshed
+# CLAIM_REFRESHES times per TTL: three refreshes may be missed (a stalled thread, a Redis
+# hiccup) before a live worker loses its cell.
 CLAIM_TTL = 20.0
-CLAIM_REFRESH = 5.0
+CLAIM_REFRESHES = 4
 # The worker registry's TTL; the heartbeat refreshes it.
 WORKER_TTL = 15.0
 WORKER_HEARTBEAT = 3.0

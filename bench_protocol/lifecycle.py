@@ -110,7 +110,7 @@ def _text(value):
 
 # -- the scripts ----------------------------------------------------------------------------
 # claim. KEYS: claim, run cells, claimed set, worker's current, run hosts; ARGV: claim value,
-# cell id, ttl, worker, "{cell id without its repeat}|{host}", the most repeats of a cell one
+# cell id, ttl ms, worker, "{cell id without its repeat}|{host}", the most repeats of a cell one
 # host may take (0: any). {'taken', state before} | {'held', holder's claim} | {'closed', state
 # or ''} | {'host_full', repeats this host took}. A claim left by this same worker (its
 # measuring process died) is taken over, and counts no second time against its host.
@@ -126,19 +126,19 @@ if cap > 0 and not own then
   if took >= cap then return {{'host_full', tostring(took)}} end
   redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[2], '{RUNNING}')
 redis.call('SADD', KEYS[3], ARGV[2])
-redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[3])
+redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[3])
 return {{'taken', state}}
 """
 # Refresh: only our own claim, or our lapsed one while nobody queued the cell again.
-# KEYS: claim, run cells, worker's current; ARGV: claim value, cell id, ttl.
+# KEYS: claim, run cells, worker's current; ARGV: claim value, cell id, ttl ms.
 REFRESH = f"""
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] or (not v and redis.call('HGET', KEYS[2], ARGV[2]) == '{RUNNING}') then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
-  redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0
@@ -228,6 +228,11 @@ def submit(pipe, run_id: str, cell_ids) -> None:
 HOST_FULL = "this host"  # the holder a claim names when the host took its share of a cell's repeats
 
 
+def _ms(seconds: float) -> int:
+    """A TTL in seconds as the milliseconds Redis's PX takes (at least 1)."""
+    return max(1, round(seconds * 1000))
+
+
 def claim(client, run_id: str, cell_id: str, worker: str, value: str, ttl: float, host: str = "",
           host_cap: int = 0) -> tuple[bool, str | None, str | None]:
     """Take an open cell for ``worker`` with the claim ``value``: (True, None, its state before);
@@ -235,7 +240,7 @@ def claim(client, run_id: str, cell_id: str, worker: str, value: str, ttl: float
     when ``host`` already took ``host_cap`` of the cell's repeats (0: no cap); (False, None, its
     state) when the cell is not open (finished, cancelled, or gone: None)."""
     outcome, *detail = client.eval(CLAIM, 5, keys.cell_claim(cell_id), keys.run_cells(run_id), keys.CLAIMED,
-                                   keys.worker_current(worker), keys.run_hosts(run_id), value, cell_id, int(ttl), worker,
+                                   keys.worker_current(worker), keys.run_hosts(run_id), value, cell_id, _ms(ttl), worker,
                                    f"{base_cell_id(cell_id)}|{host}", int(host_cap))
     outcome, detail = _text(outcome), _text(detail[0]) if detail else None
     if outcome == "taken":
@@ -249,7 +254,7 @@ def claim(client, run_id: str, cell_id: str, worker: str, value: str, ttl: float
 
 def refresh(client, run_id: str, cell_id: str, worker: str, value: str, ttl: float) -> bool:
     return bool(client.eval(REFRESH, 3, keys.cell_claim(cell_id), keys.run_cells(run_id), keys.worker_current(worker),
-                            value, cell_id, int(ttl)))
+                            value, cell_id, _ms(ttl)))
 
 
 def save(client, run_id: str, cell_id: str, worker: str, value: str, record: bytes | str, status: str) -> bool:
@@ -269,7 +274,7 @@ def release(client, cell_id: str, value: str, *also: str) -> bool:
 
 def hold_if_lapsed(client, run_id: str, cell_id: str, value: str, ttl: float) -> bool:
     return bool(client.eval(HOLD_IF_LAPSED, 3, keys.cell_claim(cell_id), keys.run_cells(run_id), keys.CLAIMED,
-                            value, cell_id, int(ttl)))
+                            value, cell_id, _ms(ttl)))
 
 
 def requeue(client, run_id: str, cell_id: str, value: str) -> bool:

@@ -26,7 +26,7 @@ from .broker import (
     BrokerConfig,
     redact,
 )
-from .celery_app import HARD_LIMIT_GRACE, VISIBILITY_MARGIN
+from .celery_app import CLAIM_REFRESHES, CLAIM_TTL, HARD_LIMIT_GRACE, VISIBILITY_MARGIN
 from .lifecycle import MAX_CELL_DEATHS, MAX_CELL_DEATHS_LIMIT
 from .numeric import env_number
 
@@ -36,6 +36,9 @@ DEFAULT = "default"
 MAX_REDELIVERY_TIMEOUT = 30 * 86400.0
 # The shortest: a cell's hard-limit grace plus the safety margin, with some time left to measure.
 MIN_REDELIVERY_TIMEOUT = HARD_LIMIT_GRACE + VISIBILITY_MARGIN
+# A claim's bounds: below 2 s a refresh every half second; above 10 minutes a dead worker's cell
+# would wait longer than the redelivery that liveness is there to beat.
+MIN_CLAIM_TTL, MAX_CLAIM_TTL = 2.0, 600.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,14 @@ class Settings:
         "env": "BENCHCTL_CONSUMER_TIMEOUT",
         "help": "RabbitMQ's consumer_timeout: how long it lets a delivery run unacknowledged (seconds)",
         "lo": MIN_REDELIVERY_TIMEOUT, "hi": MAX_REDELIVERY_TIMEOUT, "lo_open": True})
+    # A worker's: how soon the cell of a worker that died (or lost its host) is queued again. Short
+    # enough to recover in seconds; long enough that a live worker, refreshing it CLAIM_REFRESHES
+    # times per TTL, does not lose its cell to a stall. Workers of one deployment may differ.
+    claim_ttl: float = field(default=CLAIM_TTL, metadata={
+        "env": "BENCHCTL_CLAIM_TTL",
+        "help": "how long a worker's claim on its cell outlives the worker: a dead worker's cell is queued again "
+                "after about this long (seconds)",
+        "lo": MIN_CLAIM_TTL, "hi": MAX_CLAIM_TTL})
     # A worker's: deaths of its measuring process on one cell before the cell ends as a
     # 'crashed' record (bench_protocol/lifecycle.py).
     max_cell_deaths: int = field(default=MAX_CELL_DEATHS, metadata={
@@ -90,6 +101,11 @@ class Settings:
         if self.broker.kind == "rabbitmq":
             return self.consumer_timeout, "RabbitMQ's consumer_timeout (BENCHCTL_CONSUMER_TIMEOUT)"
         return self.visibility_timeout, "the visibility timeout (BENCHCTL_VISIBILITY_TIMEOUT)"
+
+    @property
+    def claim_refresh(self) -> float:
+        """How often a worker refreshes its claim on the cell it measures (seconds)."""
+        return self.claim_ttl / CLAIM_REFRESHES
 
     def max_time_limit(self) -> float:
         """The longest soft time limit a cell may ask for under this broker's redelivery timeout."""

@@ -1,8 +1,9 @@
 """Faults on real parts: killed workers, cells past every timeout, a Redis restart, failing
 cells, Ctrl-C. Nothing lost, nothing measured twice at once, the user told what happened.
 
-The visibility timeout is 40 s here (so the largest cell time limit is 10 s): a killed
-worker's cell must be measured again within 40 s + the 5 s restore sweep + the cell itself.
+The visibility timeout is 40 s here (so the largest cell time limit is 10 s) and the workers'
+claim TTL 8 s: a killed worker's cell must be measured again within the claim's lapse, a
+heartbeat and the cell itself, without waiting for the visibility timeout.
 """
 
 import json
@@ -21,24 +22,32 @@ from bench_workers.cell.dtypes import cpu_fp16_native
 pytestmark = pytest.mark.slow
 
 VIS = 40
+# The workers' claim TTL (BENCHCTL_CLAIM_TTL; 20 s by default): a dead worker's cell is queued
+# again once it lapses and a live worker's heartbeat (every 3 s) sees it.
+CLAIM_TTL = 8
+RECOVERY = CLAIM_TTL + 10
+
+
+def claim_env(**extra):
+    return worker_env(BENCHCTL_CLAIM_TTL=CLAIM_TTL, **extra)
 
 
 def fault_env():
     """The environment of the fault tests' workers and CLI (read when used: the RabbitMQ
     deployment adds BENCHCTL_STORE_URL for the test's duration)."""
-    return worker_env(BENCHCTL_VISIBILITY_TIMEOUT=VIS)
+    return worker_env(BENCHCTL_VISIBILITY_TIMEOUT=VIS, BENCHCTL_CLAIM_TTL=CLAIM_TTL)
 
 
-def submit(url, model, *extra, batches="1,2,3", pools="cpu", env=None):
+def submit(url, model, *extra, batches="1,2,3", pools="cpu", env=None, time_limit=9):
     res = benchctl("submit", "--devices", pools, "--batch-sizes", batches, "--seq-lens", "16", "--model", str(model),
-                   "--warmup", "0", "--time-limit", "9", "--broker", url, *extra, env=env or fault_env())
+                   "--warmup", "0", "--time-limit", str(time_limit), "--broker", url, *extra, env=env or fault_env())
     assert res.returncode == 0, res.stderr
     return res.stdout.strip().splitlines()[0]
 
 
-def collect(url, run_id, out, timeout=150, *extra):
-    return benchctl("collect", run_id, "--broker", url, "--out", str(out), "--timeout", str(timeout), *extra, env=fault_env(),
-                    timeout=timeout + 60)
+def collect(url, run_id, out, timeout=150, *extra, env=None):
+    return benchctl("collect", run_id, "--broker", url, "--out", str(out), "--timeout", str(timeout), *extra,
+                    env=env or fault_env(), timeout=timeout + 60)
 
 
 def received(log_paths, cell_id) -> int:
@@ -47,20 +56,20 @@ def received(log_paths, cell_id) -> int:
 
 def test_killed_worker_cell_is_measured_again_in_seconds(deployment, workers, tiny_model, tmp_path):
     """With the default visibility timeout (20 minutes): recovery comes from liveness. The dead
-    worker's claim lapses (20 s), a live worker's heartbeat queues the cell again, and it is
-    measured within 30 s plus the cell itself."""
+    worker's claim lapses (CLAIM_TTL), a live worker's heartbeat queues the cell again, and it is
+    measured within RECOVERY plus the cell itself."""
     r = deployment.client()
-    a = workers(deployment.url, name="cpu-a@test", client=r)
-    b = workers(deployment.url, name="cpu-b@test", client=r)
+    a = workers(deployment.url, name="cpu-a@test", env=claim_env(), client=r)
+    b = workers(deployment.url, name="cpu-b@test", env=claim_env(), client=r)
     run_id = submit(deployment.url, tiny_model, "--min-time", "3", "--iterations", "1", "--time-limit", "60",
                     env=worker_env())
     running = wait_for(lambda: r.get(keys.worker_current("cpu-a@test")), 60, "worker a to start a cell")
     a.kill()
     killed_at = time.monotonic()
-    # 30 s of recovery, the cell's own 3 s, and room for a busy machine.
-    wait_for(lambda: r.hget(keys.run_cells(run_id), running) == "ok", 30 + 3 + 30, "the killed cell to be measured again")
+    # The recovery, the cell's own 3 s, and room for a busy machine.
+    wait_for(lambda: r.hget(keys.run_cells(run_id), running) == "ok", RECOVERY + 3 + 30, "the killed cell to be measured again")
     bound = time.monotonic() - killed_at
-    assert bound < 30 + 3 + 15, f"recovered after {bound:.0f}s"
+    assert bound < RECOVERY + 3 + 15, f"recovered after {bound:.0f}s"
     if deployment.kind == "redis":  # RabbitMQ redelivers on the dropped connection, racing the heartbeat
         assert "its worker's claim lapsed; queued again" in b.log.read_text()
     res = collect(deployment.url, run_id, tmp_path / "out")
@@ -75,15 +84,15 @@ def test_a_worker_stopped_past_its_claim_cannot_overwrite_the_newer_record(deplo
     """SIGSTOP (a partition, a frozen VM) past the claim's TTL: the cell is measured again
     elsewhere; when the stopped worker resumes, its save is fenced off by the claim's token."""
     r = deployment.client()
-    a = workers(deployment.url, name="cpu-a@test", client=r)
+    a = workers(deployment.url, name="cpu-a@test", env=claim_env(), client=r)
     run_id = submit(deployment.url, tiny_model, "--min-time", "4", "--iterations", "1", "--time-limit", "60",
                     batches="1", env=worker_env())
     cell_id = make_cell_id(run_id)
     wait_for(lambda: r.get(keys.worker_current("cpu-a@test")) == cell_id, 60, "worker a to start the cell")
     os.killpg(a.proc.pid, signal.SIGSTOP)
     try:
-        workers(deployment.url, name="cpu-b@test", client=r)
-        wait_for(lambda: r.hget(keys.run_cells(run_id), cell_id) == "ok", 30 + 4 + 30, "b to measure the cell again")
+        workers(deployment.url, name="cpu-b@test", env=claim_env(), client=r)
+        wait_for(lambda: r.hget(keys.run_cells(run_id), cell_id) == "ok", RECOVERY + 4 + 30, "b to measure the cell again")
         newer = read_record(r, cell_id)
         assert newer["worker"] == "cpu-b@test"
     finally:
@@ -127,19 +136,34 @@ def test_a_delivery_of_a_cell_in_measurement_waits_instead_of_measuring(deployme
 
 
 def test_a_cell_longer_than_any_timeout_is_cut_by_its_limit_and_never_redelivered(redis_server, workers, tiny_model, tmp_path):
+    """The shortest visibility timeout the settings take (SHORT_VIS) and so the longest time
+    limit it allows: the cell is cut by its limit, its delivery acknowledged, and no restore
+    sweep after the timeout delivers it again."""
+    from bench_protocol.celery_app import RESTORE_INTERVAL
+    from bench_protocol.settings import MIN_REDELIVERY_TIMEOUT
+
+    short_vis = MIN_REDELIVERY_TIMEOUT + 3
+    env = worker_env(BENCHCTL_VISIBILITY_TIMEOUT=short_vis)
     r = redis_server.client()
-    a = workers(redis_server.url, name="cpu-a@test", env=fault_env(), client=r)
-    b = workers(redis_server.url, name="cpu-b@test", env=fault_env(), client=r)
-    # Asks for 5 minutes of timing: past its 9 s limit and past the 40 s visibility timeout.
-    run_id = submit(redis_server.url, tiny_model, "--min-time", "300", "--max-time", "300", batches="1")
+    a = workers(redis_server.url, name="cpu-a@test", env=env, client=r)
+    b = workers(redis_server.url, name="cpu-b@test", env=env, client=r)
+    # Asks for 5 minutes of timing: past its 3 s limit and past the visibility timeout.
+    run_id = submit(redis_server.url, tiny_model, "--min-time", "300", "--max-time", "300", batches="1", env=env,
+                    time_limit=3)
     cell_id = make_cell_id(run_id)
+    # Delivered at most when a worker is seen to hold the cell: a redelivery would come by then
+    # plus the visibility timeout and one restore sweep.
+    wait_for(lambda: r.hget(keys.run_cells(run_id), cell_id) != "queued", 60, "a worker to take the cell")
+    delivered_by = time.monotonic()
     wait_for(lambda: r.hget(keys.run_cells(run_id), cell_id) == "error", 60, "the time limit to end the cell")
     rec = read_record(r, cell_id)
     assert rec["error"]["type"] == "time_limit"
-    time.sleep(VIS + 10)  # past the visibility timeout and a restore sweep
+    # kombu keeps an unacknowledged delivery in 'unacked' until it is acknowledged: what a sweep restores.
+    wait_for(lambda: r.hlen("unacked") == 0, 30, "the cut cell's delivery to be acknowledged")
+    time.sleep(max(0.0, delivered_by + short_vis + RESTORE_INTERVAL + 3 - time.monotonic()))
     assert received([a.log, b.log], cell_id) == 1
     assert read_record(r, cell_id) == rec
-    res = collect(redis_server.url, run_id, tmp_path / "out", 10)
+    res = collect(redis_server.url, run_id, tmp_path / "out", 10, env=env)
     assert res.returncode == 6 and "time_limit" in (tmp_path / "out" / "report.md").read_text()  # no cell measured
 
 
@@ -259,8 +283,9 @@ def test_collect_times_out_naming_missing_cells_and_ctrl_c_keeps_records(redis_s
 
     part_id = submit(redis_server.url, tiny_model, "--allow-missing", "--iterations", "1", "--min-time", "0", batches="3",
                      pools="cpu,cuda")
-    # The cuda cell never comes (no GPU worker): the wait ends at the timeout, sized for the cpu cell.
-    part = collect(redis_server.url, part_id, tmp_path / "part", 15, "--partial")
+    # The cuda cell never comes (no GPU worker): the wait ends at the timeout with the cpu cell measured.
+    wait_for(lambda: r.hget(keys.run_cells(part_id), make_cell_id(part_id, batch=3)) == "ok", 120, "the cpu cell")
+    part = collect(redis_server.url, part_id, tmp_path / "part", 3, "--partial")
     assert part.returncode == 0 and f"missing: {make_cell_id(part_id, 'cuda', 3)} (queued)" in part.stderr
     assert "### Missing cells" in (tmp_path / "part" / "report.md").read_text()
 

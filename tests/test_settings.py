@@ -14,7 +14,7 @@ from bench_protocol.errors import BrokerError, SpecError
 from bench_protocol.settings import Settings
 
 ENV = ("BENCHCTL_BROKER_URL", "BENCHCTL_STORE_URL", "BENCHCTL_VISIBILITY_TIMEOUT", "BENCHCTL_CONSUMER_TIMEOUT",
-       "BENCHCTL_REDIS_CA", "BENCHCTL_REDIS_CERT", "BENCHCTL_REDIS_KEY")
+       "BENCHCTL_CLAIM_TTL", "BENCHCTL_REDIS_CA", "BENCHCTL_REDIS_CERT", "BENCHCTL_REDIS_KEY")
 
 
 @pytest.fixture
@@ -48,6 +48,41 @@ def test_a_workers_cell_death_limit_is_one_of_the_settings(clean_env):
     clean_env.setenv("BENCHCTL_MAX_CELL_DEATHS", "2.5")
     with pytest.raises(SpecError, match=r"^\$BENCHCTL_MAX_CELL_DEATHS must be an integer"):
         Settings.resolve()
+
+
+@pytest.mark.fast
+def test_a_workers_claim_ttl_is_one_of_the_settings(clean_env):
+    s = Settings.resolve()
+    assert (s.claim_ttl, s.claim_refresh, s.sources["claim_ttl"]) == (20.0, 5.0, "default")
+    clean_env.setenv("BENCHCTL_CLAIM_TTL", "6")
+    s = Settings.resolve()
+    assert (s.claim_ttl, s.claim_refresh, s.sources["claim_ttl"]) == (6.0, 1.5, "$BENCHCTL_CLAIM_TTL")
+    assert s.described()["claim_ttl"]["value"] == 6.0
+    for bad, expected in (("1", "at least 2"), ("soon", "must be a number"), ("3600", "at most 600")):
+        clean_env.setenv("BENCHCTL_CLAIM_TTL", bad)
+        with pytest.raises(SpecError, match=r"^\$BENCHCTL_CLAIM_TTL ") as err:
+            Settings.resolve()
+        assert expected in str(err.value)
+
+
+def test_a_workers_claim_lives_as_long_as_its_setting_says(redis_server):
+    """The worker's store claims and refreshes with the setting's TTL (a real Redis: the key's own TTL)."""
+    from bench_protocol import keys
+    from bench_workers.worker.record_store import RecordStore
+
+    r = redis_server.client()
+    r.hset(keys.run_cells("r1"), "r1-cell", "queued")
+    store = RecordStore(r, claim_ttl=2.5)
+    claim, holder, before = store.claim("r1", "r1-cell", "w1@test")
+    assert claim and holder is None and before == "queued"
+    assert 2000 < r.pttl(keys.cell_claim("r1-cell")) <= 2500
+    with store.keep_claim("r1", "r1-cell", "w1@test", claim):
+        import time
+
+        time.sleep(4)  # past the TTL: the refreshes (every 0.625 s) keep it
+        assert r.get(keys.cell_claim("r1-cell")) == claim
+    time.sleep(3)  # no refresh: it lapses
+    assert r.get(keys.cell_claim("r1-cell")) is None
 
 
 @pytest.mark.fast
@@ -119,6 +154,7 @@ def test_benchctl_config_prints_each_setting_with_its_source_and_no_password():
     assert rows["store"] == ["redis://:***@storehost:6379/3", "$BENCHCTL_STORE_URL"]
     assert rows["visibility_timeout"] == ["900", "$BENCHCTL_VISIBILITY_TIMEOUT"]
     assert rows["consumer_timeout"] == ["1800", "default"]
+    assert rows["claim_ttl"] == ["20", "default"]
     assert rows["max_time_limit"] == ["1770", "derived"]  # RabbitMQ's timeout bounds the cells here
     assert rows["history"][1] == "$BENCHCTL_HISTORY"
     as_json = benchctl("config", "--json", "--broker", "amqp://bench:amqp-secret@mq:5672/bench", env=env)

@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         settings.fingerprint = host_fingerprint(settings.device, settings.threads, settings.cpus)
         missing = device_missing(settings.torch_device)
     identity.check_device(settings.device, missing, args.allow_missing_device)
-    store = RecordStore(client)
+    store = RecordStore(client, settings.shared.claim_ttl)
     me = identity.owner()
     identity.hold_name(store, settings.name, me)  # a live worker of this name: refused here, in one line
     try:

@@ -15,7 +15,7 @@ import redis
 
 from bench_protocol import keys, lifecycle, record_codec
 from bench_protocol.broker import redact
-from bench_protocol.celery_app import CLAIM_REFRESH, CLAIM_TTL, WORKER_HEARTBEAT, WORKER_TTL
+from bench_protocol.celery_app import CLAIM_REFRESHES, CLAIM_TTL, WORKER_HEARTBEAT, WORKER_TTL
 from bench_protocol.lifecycle import holder_name  # noqa: F401  (claims are lifecycle.py's)
 
 log = logging.getLogger("benchctl.worker")
@@ -95,8 +95,9 @@ def _retrying(what: str, fn, patience: float = SAVE_PATIENCE_S, full_too: bool =
 
 
 class RecordStore:
-    def __init__(self, client) -> None:
+    def __init__(self, client, claim_ttl: float = CLAIM_TTL) -> None:
         self.r = client
+        self.claim_ttl = claim_ttl  # seconds (the BENCHCTL_CLAIM_TTL setting)
         self.identity: str | None = None  # the store's identity key, once first_use() read it
         self.where = "the store"
 
@@ -144,7 +145,7 @@ class RecordStore:
         value = lifecycle.claim_value(worker)
 
         def take():
-            taken, holder, state = lifecycle.claim(self.r, run_id, cell_id, worker, value, CLAIM_TTL, host, host_cap)
+            taken, holder, state = lifecycle.claim(self.r, run_id, cell_id, worker, value, self.claim_ttl, host, host_cap)
             return (value if taken else None), holder, state
         return _retrying("claim cell", take)
 
@@ -166,9 +167,9 @@ class RecordStore:
 
     def keep_claim(self, run_id: str, cell_id: str, worker: str, claim: str) -> Refresher:
         def refresh():
-            if not lifecycle.refresh(self.r, run_id, cell_id, worker, claim, CLAIM_TTL):
+            if not lifecycle.refresh(self.r, run_id, cell_id, worker, claim, self.claim_ttl):
                 log.warning("cell %s was queued again while this worker was away; its result will not be saved", cell_id)
-        return Refresher(refresh, CLAIM_REFRESH, "claim")
+        return Refresher(refresh, self.claim_ttl / CLAIM_REFRESHES, "claim")
 
     def run_spec(self, run_id: str) -> str | None:
         """The run's spec as ``benchctl submit`` stored it (JSON), or None."""

@@ -26,7 +26,6 @@ import signal
 import time
 from collections import Counter
 
-from bench_protocol.celery_app import CLAIM_REFRESH
 from bench_protocol.errors import BenchError, SpecError
 from bench_protocol.keys import TASK_RUN_CELL
 from bench_protocol.lifecycle import FINISHED, HOST_FULL, CellState
@@ -55,7 +54,7 @@ def _store(settings: WorkerSettings) -> RecordStore:
     if pid != os.getpid():
         client = settings.broker.redis(timeout=10)
         _client = (os.getpid(), client)
-    return RecordStore(client)
+    return RecordStore(client, settings.shared.claim_ttl)
 
 
 def _lost(store: RecordStore, run_id: str) -> str | None:
@@ -220,7 +219,7 @@ def register_tasks(app, settings: WorkerSettings) -> None:
             raise handed_back  # the task's state is RETRY, as Flower and `celery events` show it
         if claim is None:
             log.warning("cell %s is being measured by %s; trying again later", cell.cell_id, holder)
-            raise self.retry(countdown=2 * CLAIM_REFRESH, max_retries=None)
+            raise self.retry(countdown=2 * settings.shared.claim_refresh, max_retries=None)
         context = {"fingerprint_id": settings.fingerprint.get("fingerprint_id"), "host": settings.fingerprint.get("hostname"),
                    "worker": settings.name, "attempt": self.request.retries,
                    "redelivered": bool((self.request.delivery_info or {}).get("redelivered"))}
