@@ -163,7 +163,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', unpack(KEYS)) re
 return 0
 """
 # requeue, step 1: hold a running cell whose claim lapsed, with a short claim of our own.
-# KEYS: claim, run cells, claimed set; ARGV: our claim value, cell id, ttl. 1 when this call holds
+# KEYS: claim, run cells, claimed set; ARGV: our claim value, cell id, ttl ms. 1 when this call holds
 # the lapsed running cell; a cell no longer running leaves the claimed set.
 HOLD_IF_LAPSED = f"""
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -172,7 +172,7 @@ if not ({_is('state', 'requeue')}) then
   redis.call('SREM', KEYS[3], ARGV[2])
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1
 """
 # requeue, step 2, once its task is sent: queued, if we still hold it and it still runs.

@@ -1,8 +1,8 @@
 """Recovery from liveness: a cell whose claim lapsed is queued again within seconds.
 
 A worker refreshes its claim on the cell it measures four times per TTL (the setting
-BENCHCTL_CLAIM_TTL, 20 s by default). When a claim has lapsed while the cell is still ``running`` (its worker was killed,
-lost its host, or was stopped), whoever notices first — a live worker's heartbeat, or the
+BENCHCTL_CLAIM_TTL, 20 s by default). When a claim has lapsed while the cell is still
+``running`` (its worker was killed, lost its host, or was stopped), whoever notices first — a live worker's heartbeat, or the
 controller's ``status`` and ``collect`` polls — takes the cell in one Lua step (a short-lived
 claim of its own, so two noticers queue it once), sends its task again, and only then moves the
 cell back to ``queued``: a cell is never ``queued`` without a task on its way (a send that

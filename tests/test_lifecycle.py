@@ -198,6 +198,7 @@ def test_requeue_holds_only_a_lapsed_claim_and_never_queues_a_recorded_cell(r):
     assert not lifecycle.hold_if_lapsed(r, RUN, CELL, mine, 30)  # its worker is alive
     r.delete(keys.cell_claim(CELL))
     assert lifecycle.hold_if_lapsed(r, RUN, CELL, mine, 30)
+    assert 29_000 < r.pttl(keys.cell_claim(CELL)) <= 30_000  # the hold lasts its seconds, no longer
     assert not lifecycle.hold_if_lapsed(r, RUN, CELL, lifecycle.claim_value(lifecycle.REQUEUER), 30)  # queued once
     # While its task is sent, the controller records the cell's outcome: it is not queued over it.
     assert lifecycle.record(r, RUN, CELL, json.dumps({"cell_id": CELL, "status": ERROR}), ERROR)
@@ -220,6 +221,8 @@ def test_refresh_keeps_its_own_claim_or_its_lapsed_one_only(r):
     value, _, _ = claim(r, "w1")
     r.expire(keys.cell_claim(CELL), 2)
     assert lifecycle.refresh(r, RUN, CELL, "w1", value, TTL) and r.ttl(keys.cell_claim(CELL)) > 2
+    assert (TTL - 1) * 1000 < r.pttl(keys.cell_claim(CELL)) <= TTL * 1000  # seconds, as given
+    assert (TTL - 1) * 1000 < r.pttl(keys.worker_current("w1")) <= TTL * 1000
     r.delete(keys.cell_claim(CELL))
     assert lifecycle.refresh(r, RUN, CELL, "w1", value, TTL) and r.get(keys.cell_claim(CELL)) == value
     other, _, _ = claim(r, "w1")  # a newer attempt of the same worker
