@@ -35,7 +35,7 @@ def claim_env(**extra):
 def fault_env():
     """The environment of the fault tests' workers and CLI (read when used: the RabbitMQ
     deployment adds BENCHCTL_STORE_URL for the test's duration)."""
-    return worker_env(BENCHCTL_VISIBILITY_TIMEOUT=VIS, BENCHCTL_CLAIM_TTL=CLAIM_TTL)
+    return claim_env(BENCHCTL_VISIBILITY_TIMEOUT=VIS)
 
 
 def submit(url, model, *extra, batches="1,2,3", pools="cpu", env=None, time_limit=9):
@@ -136,8 +136,7 @@ def test_a_delivery_of_a_cell_in_measurement_waits_instead_of_measuring(deployme
 
 
 def test_a_cell_longer_than_any_timeout_is_cut_by_its_limit_and_never_redelivered(redis_server, workers, tiny_model, tmp_path):
-    """The shortest visibility timeout the settings take (SHORT_VIS) and so the longest time
-    limit it allows: the cell is cut by its limit, its delivery acknowledged, and no restore
+    """The shortest visibility timeout the settings take, and the longest time limit it allows: the cell is cut by its limit, its delivery acknowledged, and no restore
     sweep after the timeout delivers it again."""
     from bench_protocol.celery_app import RESTORE_INTERVAL
     from bench_protocol.settings import MIN_REDELIVERY_TIMEOUT
