@@ -85,11 +85,11 @@ def _retrying(what: str, fn, patience: float = SAVE_PATIENCE_S, full_too: bool =
                 raise
             if time.monotonic() > deadline:
                 raise
-            if on_first_refusal is not None:
-                on_first_refusal()
-                on_first_refusal = None
             why = "at its memory limit" if _full(exc) else "unavailable"
             AWAY.warning(what, "%s: Redis %s (%s); retrying", what, why, redact(exc))
+            if on_first_refusal is not None:  # after the reason is logged: the log reads cause, then action
+                on_first_refusal()
+                on_first_refusal = None
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
